@@ -1,0 +1,182 @@
+"""Shared pieces of every model: typed, validated architecture configs and checkpoint filtering."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import numbers
+import typing
+from collections.abc import Mapping
+from typing import Any
+
+from torch import Tensor, nn
+
+from signray.errors import ConfigError
+
+__all__ = [
+    "ArchConfig",
+    "CheckpointMixin",
+    "check_dims",
+    "check_inputs",
+    "dropout_problems",
+    "positive_int_problems",
+]
+
+
+@functools.cache
+def _field_types(cls: type) -> dict[str, type]:
+    """Resolve string annotations (PEP 563) once per config class."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _coerce(name: str, kind: type, value: Any) -> tuple[Any, str | None]:
+    """Return (value converted to `kind`, None) or (value, problem).
+
+    Search spaces hand out floats, so integral floats are accepted for int fields; bools are never
+    numbers here, because `depth=True` is always a mistake.
+    """
+    is_bool = isinstance(value, bool) or type(value).__name__ == "bool_"  # numpy.bool_ too
+    if kind is bool:
+        if is_bool:
+            return bool(value), None
+    elif kind is int:
+        if isinstance(value, numbers.Integral) and not is_bool:
+            return int(value), None
+        if isinstance(value, numbers.Real) and not is_bool and float(value).is_integer():
+            return int(value), None
+    elif kind is float:
+        if isinstance(value, numbers.Real) and not is_bool:
+            return float(value), None
+    elif kind is str:
+        if isinstance(value, str):
+            return value, None
+    else:  # pragma: no cover - guards against a config class using an unsupported type
+        raise TypeError(f"unsupported field type {kind!r} for `{name}`")
+    return value, f"`{name}` must be {kind.__name__}, but got {name}={value!r}"
+
+
+@dataclasses.dataclass(frozen=True)
+class ArchConfig:
+    """Base for architecture configs: coerces and type-checks fields, then checks model rules.
+
+    Subclasses declare fields (int, float, bool or str, each with a default) and implement
+    `rule_problems`. Every problem is reported in one `ConfigError`.
+    """
+
+    def __post_init__(self) -> None:
+        problems: list[str] = []
+        bad: set[str] = set()
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value, problem = _coerce(
+                f.name, _field_types(type(self))[f.name], getattr(self, f.name)
+            )
+            if problem is None:
+                object.__setattr__(self, f.name, value)
+                values[f.name] = value
+            else:
+                problems.append(problem)
+                bad.add(f.name)
+                values[f.name] = f.default
+        # Rules are checked on well-typed values; a rule naming a badly typed field is dropped.
+        for problem in self.rule_problems(values):
+            if not any(f"`{name}`" in problem for name in bad):
+                problems.append(problem)
+        if problems:
+            raise ConfigError(problems, title=f"invalid {type(self).__name__}")
+
+    @classmethod
+    def rule_problems(cls, v: Mapping[str, Any]) -> list[str]:
+        """Return every broken architecture rule; `v` maps field names to well-typed values."""
+        return []
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> ArchConfig:
+        """Build from flat keys, reporting unknown keys together with type and rule problems."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(str(k) for k in values if k not in names)
+        problems = []
+        if unknown:
+            problems.append(
+                f"unknown field(s) {', '.join(unknown)} for {cls.__name__}; "
+                f"valid fields: {', '.join(names)}"
+            )
+        try:
+            config = cls(**{k: v for k, v in values.items() if k in names})
+        except ConfigError as err:
+            problems.extend(err.problems)
+        if problems:
+            raise ConfigError(problems, title=f"invalid {cls.__name__}")
+        return config
+
+
+def positive_int_problems(v: Mapping[str, Any], *names: str) -> list[str]:
+    """Problems for each named field that is not a positive int."""
+    return [f"`{n}` must be > 0, but got {n}={v[n]}" for n in names if v[n] <= 0]
+
+
+def dropout_problems(v: Mapping[str, Any], name: str = "dropout") -> list[str]:
+    """A dropout of 1 zeroes everything, so the valid range is [0, 1)."""
+    if 0.0 <= v[name] < 1.0:
+        return []
+    return [f"`{name}` must satisfy 0 <= {name} < 1, but got {name}={v[name]}"]
+
+
+def check_dims(input_dim: int, num_gloss: int, num_cat: int) -> None:
+    """Validate data-derived sizes, which come from the dataset rather than the arch config."""
+    problems = []
+    for name, value in (("input_dim", input_dim), ("num_gloss", num_gloss), ("num_cat", num_cat)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
+            problems.append(f"`{name}` must be a positive int, but got {name}={value!r}")
+    if problems:
+        raise ConfigError(problems, title="invalid model sizes")
+
+
+def check_inputs(x: Tensor, lengths: Tensor, *, frame_dims: int = 1) -> None:
+    """Fail with a clear message on shapes or lengths that would silently give wrong results."""
+    if x.dim() != 2 + frame_dims:
+        raise ValueError(f"x must have {2 + frame_dims} dims (B, T, ...), but got {tuple(x.shape)}")
+    if lengths.shape != (x.shape[0],):
+        raise ValueError(
+            f"lengths must have shape (B,)=({x.shape[0]},), but got {tuple(lengths.shape)}"
+        )
+    if lengths.numel() and (int(lengths.min()) < 1 or int(lengths.max()) > x.shape[1]):
+        raise ValueError(
+            f"lengths must lie in [1, T={x.shape[1]}], but got min={int(lengths.min())}, "
+            f"max={int(lengths.max())}"
+        )
+
+
+class CheckpointMixin:
+    """Checkpoint state that leaves out weights which can be rebuilt, e.g. a frozen backbone.
+
+    Models list such key prefixes in `checkpoint_excluded_prefixes`; the checkpoint code calls
+    only the two methods below, so it needs no knowledge of any architecture.
+    """
+
+    def checkpoint_excluded_prefixes(self) -> tuple[str, ...]:
+        return ()
+
+    def checkpoint_state_dict(self) -> dict[str, Tensor]:
+        """The state dict minus excluded (frozen, rebuildable) entries."""
+        assert isinstance(self, nn.Module)
+        excluded = self.checkpoint_excluded_prefixes()
+        return {
+            k: v for k, v in self.state_dict().items() if not excluded or not k.startswith(excluded)
+        }
+
+    def load_checkpoint_state_dict(self, sd: Mapping[str, Tensor]) -> None:
+        """Load strictly, except that excluded entries may be absent."""
+        assert isinstance(self, nn.Module)
+        excluded = self.checkpoint_excluded_prefixes()
+        expected = self.state_dict().keys()
+        missing = [k for k in expected if k not in sd and not (excluded and k.startswith(excluded))]
+        unexpected = [k for k in sd if k not in expected]
+        if missing or unexpected:
+            # Checked before loading so that a mismatch leaves the model untouched.
+            raise RuntimeError(
+                f"checkpoint does not match {type(self).__name__}: "
+                f"missing keys {missing}, unexpected keys {unexpected}"
+            )
+        self.load_state_dict(dict(sd), strict=False)
