@@ -1,0 +1,165 @@
+"""One epoch of training and one pass of evaluation; both return plain metric dicts."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "LossWeights",
+    "NonFiniteLossError",
+    "autocast",
+    "multitask_loss",
+    "train_one_epoch",
+    "evaluate",
+]
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training diverged; continuing would only report garbage."""
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    gloss: float = 0.5
+    cat: float = 0.5
+    label_smoothing: float = 0.0
+
+
+def multitask_loss(
+    gloss_logits: torch.Tensor,
+    cat_logits: torch.Tensor,
+    gloss: torch.Tensor,
+    cat: torch.Tensor,
+    weights: LossWeights,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """alpha * CE(gloss) + beta * CE(category)."""
+    ls = weights.label_smoothing
+    g = F.cross_entropy(gloss_logits.float(), gloss, label_smoothing=ls, reduction=reduction)
+    c = F.cross_entropy(cat_logits.float(), cat, label_smoothing=ls, reduction=reduction)
+    return weights.gloss * g + weights.cat * c
+
+
+def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
+    """fp16 on CUDA (paired with a GradScaler), bf16 on CPU, or nothing."""
+    if not enabled:
+        return contextlib.nullcontext()
+    dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader: Iterable,
+    optimizer: torch.optim.Optimizer,
+    *,
+    device: torch.device,
+    weights: LossWeights,
+    scaler: torch.amp.GradScaler | None = None,
+    amp: bool = False,
+    grad_clip: float | None = None,
+    epoch: int = 0,
+) -> dict[str, float]:
+    """Train for one pass over `loader`; raises NonFiniteLossError instead of reporting NaN."""
+    model.train()
+    totals = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, samples, frames
+    start = time.perf_counter()
+    for step, batch in enumerate(loader):
+        batch = batch.to(device, non_blocking=True)
+        with autocast(device, amp):
+            gloss_logits, cat_logits = model(batch.x, batch.lengths)
+        loss = multitask_loss(gloss_logits, cat_logits, batch.gloss, batch.cat, weights)
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"training loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
+                "lower `lr`, set `grad_clip`, or check the input data"
+            )
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+        else:
+            loss.backward()
+        if grad_clip is not None:
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        n = len(batch)
+        totals[0] += loss.detach().double() * n
+        totals[1] += n
+        totals[2] += batch.lengths.sum()
+    seconds = time.perf_counter() - start
+    _all_reduce(totals)
+    loss_sum, samples, frames = totals.tolist()
+    return {
+        "train_loss": loss_sum / max(samples, 1),
+        "train_samples": samples,
+        "train_frames": frames,
+        "train_seconds": seconds,
+    }
+
+
+def _all_reduce(sums: torch.Tensor) -> None:
+    """Sum over ranks, so metrics describe the whole split rather than one shard."""
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(sums)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: Iterable,
+    *,
+    device: torch.device,
+    weights: LossWeights,
+    amp: bool = False,
+    top_k: int = 5,
+) -> dict[str, float]:
+    """Metrics over the whole split: per-rank sums are all-reduced when running distributed."""
+    model.eval()
+    sums = torch.zeros(5, dtype=torch.float64, device=device)
+    for batch in loader:
+        batch = batch.to(device, non_blocking=True)
+        with autocast(device, amp):
+            gloss_logits, cat_logits = model(batch.x, batch.lengths)
+        loss = multitask_loss(gloss_logits, cat_logits, batch.gloss, batch.cat, weights, "sum")
+        k = min(top_k, gloss_logits.shape[1])
+        topk = gloss_logits.topk(k, dim=1).indices  # (B, k)
+        sums += torch.stack(
+            [
+                loss.double(),
+                (topk[:, 0] == batch.gloss).sum().double(),
+                (topk == batch.gloss[:, None]).any(dim=1).sum().double(),
+                (cat_logits.argmax(dim=1) == batch.cat).sum().double(),
+                torch.tensor(len(batch), dtype=torch.float64, device=device),
+            ]
+        )
+    _all_reduce(sums)
+    loss_sum, gloss_ok, top5_ok, cat_ok, count = sums.tolist()
+    if count == 0:
+        return {
+            "val_loss": math.nan,
+            "val_gloss_acc": 0.0,
+            "val_gloss_top5": 0.0,
+            "val_cat_acc": 0.0,
+            "val_count": 0,
+        }
+    return {
+        "val_loss": loss_sum / count,
+        "val_gloss_acc": gloss_ok / count,
+        "val_gloss_top5": top5_ok / count,
+        "val_cat_acc": cat_ok / count,
+        "val_count": int(count),
+    }

@@ -1,0 +1,62 @@
+"""Start or join a Ray cluster with safe defaults: dashboard on loopback, clear URL printed."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import sys
+
+import ray
+
+__all__ = ["init_ray", "is_loopback", "DASHBOARD_WARNING"]
+
+DASHBOARD_WARNING = (
+    "WARNING: the Ray dashboard is bound to {host}, not loopback. It runs code for anyone who "
+    "can reach it (CVE-2023-48022); keep it on 127.0.0.1 and use an SSH tunnel "
+    "(ssh -L 8265:127.0.0.1:8265 HEAD) unless this network is trusted."
+)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def init_ray(
+    address: str | None = None,
+    *,
+    dashboard: bool = True,
+    dashboard_host: str = "127.0.0.1",
+    dashboard_port: int | None = None,
+    num_cpus: int | None = None,
+    num_gpus: int | None = None,
+    quiet: bool = False,
+) -> str | None:
+    """Start an embedded cluster (address None) or join one; returns the dashboard URL."""
+    if ray.is_initialized():
+        return None
+    if not is_loopback(dashboard_host):
+        print(DASHBOARD_WARNING.format(host=dashboard_host), file=sys.stderr)
+    # Workers chdir into trial folders; keep the driver's imports reachable from them.
+    env = {"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}}
+    kwargs = dict(runtime_env=env, logging_level="WARNING", log_to_driver=not quiet)
+    if address is None:
+        context = ray.init(
+            include_dashboard=dashboard,
+            dashboard_host=dashboard_host,
+            dashboard_port=dashboard_port,
+            num_cpus=num_cpus,
+            num_gpus=num_gpus,
+            **kwargs,
+        )
+    else:
+        context = ray.init(address=address, **kwargs)
+    url = context.dashboard_url
+    if url:
+        url = url if url.startswith("http") else f"http://{url}"
+        print(f"Ray dashboard: {url}", flush=True)
+    return url or None

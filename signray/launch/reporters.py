@@ -1,0 +1,77 @@
+"""Reporters that hand each epoch's metrics and checkpoint to Ray Train or Ray Tune."""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ray.train import Checkpoint
+
+from signray.checkpoint import load_checkpoint, save_checkpoint
+from signray.reporting import StateFn, format_progress
+
+__all__ = ["RayReporter", "STATE_FILE"]
+
+STATE_FILE = "state.pt"
+
+
+class RayReporter:
+    """Every rank reports (Ray's report is a barrier); only rank 0 attaches a checkpoint.
+
+    A checkpoint Ray restored (after a failure or `--resume`) wins over `fallback_resume`, the
+    user's `--resume` file. `report_fn`/`get_checkpoint_fn` are `ray.train.report` and
+    `ray.train.get_checkpoint` inside Ray Train workers, `ray.tune.report` and
+    `ray.tune.get_checkpoint` inside a Tune trial.
+    """
+
+    def __init__(
+        self,
+        report_fn: Callable[..., None],
+        get_checkpoint_fn: Callable[[], Checkpoint | None],
+        *,
+        rank: int = 0,
+        total_epochs: int,
+        checkpoint_every: int = 1,
+        progress: bool = True,
+        fallback_resume: str | None = None,
+    ) -> None:
+        self.report_fn = report_fn
+        self.get_checkpoint_fn = get_checkpoint_fn
+        self.rank = rank
+        self.total_epochs = total_epochs
+        self.checkpoint_every = checkpoint_every
+        self.progress = progress
+        self.fallback_resume = fallback_resume
+        self._start = time.perf_counter()
+        self._reported = 0
+
+    def resume_state(self) -> dict[str, Any] | None:
+        checkpoint = self.get_checkpoint_fn()
+        if checkpoint is None:
+            return load_checkpoint(self.fallback_resume) if self.fallback_resume else None
+        with checkpoint.as_directory() as folder:
+            return load_checkpoint(Path(folder) / STATE_FILE)
+
+    def report(self, metrics: dict[str, float], state: StateFn, *, is_best: bool) -> None:
+        self._reported += 1
+        epoch = int(metrics["epoch"])
+        save = self.rank == 0 and (
+            is_best or epoch % self.checkpoint_every == 0 or epoch == self.total_epochs
+        )
+        if self.progress and self.rank == 0:
+            elapsed = time.perf_counter() - self._start
+            print(
+                format_progress(metrics, self.total_epochs, elapsed, self._reported),
+                file=sys.stdout,
+                flush=True,
+            )
+        if not save:
+            self.report_fn(metrics, checkpoint=None)
+            return
+        with tempfile.TemporaryDirectory(prefix="signray-ckpt-") as folder:
+            save_checkpoint(state(), Path(folder) / STATE_FILE)
+            self.report_fn(metrics, checkpoint=Checkpoint.from_directory(folder))

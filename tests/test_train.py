@@ -1,0 +1,124 @@
+"""`python -m signray.train` end to end, as a user runs it: real files, real subprocesses."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from signray.checkpoint import load_checkpoint
+from signray.data.synth import write_dataset
+
+
+def _train(*args, cwd=None):
+    return subprocess.run(
+        [sys.executable, "-m", "signray.train", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=300,
+    )
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fsl")
+    write_dataset(
+        root,
+        num_gloss=8,
+        num_cat=2,
+        train_per_gloss=6,
+        val_per_gloss=3,
+        seed=1,
+        difficulty="easy",
+        min_len=8,
+        max_len=32,
+    )
+    return root
+
+
+def _data_flags(root, kind="keypoints"):
+    return [
+        f"--{kind}-train",
+        root / f"{kind}_train",
+        f"--{kind}-val",
+        root / f"{kind}_val",
+        "--labels-train-csv",
+        root / "train_labels.csv",
+        "--labels-val-csv",
+        root / "val_labels.csv",
+        "--num-gloss",
+        8,
+        "--num-cat",
+        2,
+    ]
+
+
+def test_smoke_test_writes_and_reloads_checkpoint(tmp_path):
+    proc = _train("--smoke-test", "--output-dir", tmp_path / "out")
+    assert proc.returncode == 0, proc.stderr
+    assert "smoke test: reloaded SignTransformer_best.pt" in proc.stdout
+    assert (tmp_path / "out" / "SignTransformer_best.pt").is_file()
+    assert (tmp_path / "out" / "config.yaml").is_file()
+
+
+def test_trains_from_files_above_chance(tmp_path, dataset):
+    out = tmp_path / "run"
+    proc = _train(
+        *_data_flags(dataset),
+        "--epochs",
+        20,
+        "--batch-size",
+        16,
+        "--lr",
+        3e-3,
+        "--d-model",
+        64,
+        "--n-heads",
+        4,
+        "--depth",
+        2,
+        "--ff-dim",
+        128,
+        "--output-dir",
+        out,
+    )
+    assert proc.returncode == 0, proc.stderr
+    best = load_checkpoint(out / "SignTransformer_best.pt")
+    assert best["best_metric"] >= 0.5  # chance is 1/8
+    assert "ETA" in proc.stdout and "best val_gloss_acc" in proc.stdout
+
+
+def test_existing_checkpoints_are_not_overwritten(tmp_path, dataset):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "SignTransformer_best.pt").write_bytes(b"precious")
+    proc = _train(*_data_flags(dataset), "--epochs", 1, "--output-dir", out)
+    assert proc.returncode == 2
+    assert "--resume" in proc.stderr and "Traceback" not in proc.stderr
+    assert (out / "SignTransformer_best.pt").read_bytes() == b"precious"
+
+
+def test_bad_labels_exit_2_with_all_problems(tmp_path, dataset):
+    bad = tmp_path / "bad.csv"
+    bad.write_text(
+        "file,gloss,cat\nnope,1,0\n"
+        + (dataset / "train_labels.csv").read_text().splitlines()[1]
+        + "\nclip,x,0\n"
+    )
+    flags = _data_flags(dataset)
+    flags[flags.index("--labels-train-csv") + 1] = bad
+    proc = _train(*flags, "--output-dir", tmp_path / "o")
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert "line 2" in proc.stderr and "line 4" in proc.stderr
+
+
+def test_config_file_and_cli_precedence(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("epochs: 1\nlr: 0.5\nd_model: 32\nn_heads: 4\ndepth: 1\nff_dim: 32\n")
+    proc = _train("--smoke-test", "--config", cfg, "--lr", "0.002", "--output-dir", tmp_path / "o")
+    assert proc.returncode == 0, proc.stderr
+    saved = (tmp_path / "o" / "config.yaml").read_text()
+    assert "lr: 0.002" in saved and "epochs: 1" in saved and "d_model: 32" in saved
