@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -14,11 +15,15 @@ from signray.data.samplers import BucketBatchSampler
 
 __all__ = ["Batch", "ClipDataset", "build_loader", "collate_padded"]
 
-Item = tuple[torch.Tensor, int, int]
+Item = tuple[np.ndarray, int, int]
 
 
 class ClipDataset(Dataset[Item]):
-    """Map-style dataset over a packed split; items are zero-copy views of the packed frames."""
+    """Map-style dataset over a packed split; items are zero-copy views of the packed frames.
+
+    Items stay NumPy: frames shared through Ray's object store are read-only, which torch
+    tensors cannot represent; the collate copies them into one writable batch anyway.
+    """
 
     def __init__(self, split: PackedSplit) -> None:
         self.split = split
@@ -28,7 +33,7 @@ class ClipDataset(Dataset[Item]):
 
     def __getitem__(self, index: int) -> Item:
         s = self.split
-        return torch.from_numpy(s.clip(index)), int(s.gloss[index]), int(s.cat[index])
+        return s.clip(index), int(s.gloss[index]), int(s.cat[index])
 
 
 @dataclass
@@ -68,12 +73,12 @@ def collate_padded(items: Sequence[Item]) -> Batch:
         raise ValueError("collate_padded needs at least one item, but got an empty batch")
     lengths = torch.tensor([clip.shape[0] for clip, _, _ in items], dtype=torch.int64)
     dim = items[0][0].shape[1]
-    x = torch.zeros(len(items), int(lengths.max()), dim, dtype=torch.float32)  # (B, T, D)
+    x = np.zeros((len(items), int(lengths.max()), dim), dtype=np.float32)  # (B, T, D)
     for row, (clip, _, _) in enumerate(items):
-        x[row, : clip.shape[0]] = clip
+        x[row, : clip.shape[0]] = np.asarray(clip)
     gloss = torch.tensor([g for _, g, _ in items], dtype=torch.int64)
     cat = torch.tensor([c for _, _, c in items], dtype=torch.int64)
-    return Batch(x, lengths, gloss, cat)
+    return Batch(torch.from_numpy(x), lengths, gloss, cat)
 
 
 def build_loader(

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -26,10 +28,20 @@ def _split(n: int = 10, dim: int = 3) -> PackedSplit:
 def test_dataset_items_are_views() -> None:
     split = _split()
     x, gloss, cat = ClipDataset(split)[3]
-    assert isinstance(x, torch.Tensor) and x.dtype == torch.float32
-    assert np.shares_memory(x.numpy(), split.frames)
+    assert isinstance(x, np.ndarray) and x.dtype == np.float32
+    assert np.shares_memory(x, split.frames)
     assert (gloss, cat) == (3, 1)
     assert len(ClipDataset(split)) == 10
+
+
+def test_read_only_frames_load_without_warnings() -> None:
+    # Splits shared through Ray's object store arrive read-only.
+    split = _split()
+    split.frames.setflags(write=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        batches = list(build_loader(split, batch_size=4, train=True))
+    assert sum(len(b) for b in batches) == len(split)
 
 
 def test_collate_pads_with_zeros_and_masks() -> None:
