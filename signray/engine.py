@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
@@ -16,11 +16,16 @@ from torch import nn
 __all__ = [
     "LossWeights",
     "NonFiniteLossError",
+    "ProgressFn",
     "autocast",
     "multitask_loss",
     "train_one_epoch",
     "evaluate",
 ]
+
+
+# Wraps one epoch's batches for display, e.g. a tqdm bar: (batches, epoch index) -> batches.
+ProgressFn = Callable[[Iterable, int], Iterable]
 
 
 class NonFiniteLossError(RuntimeError):
@@ -68,12 +73,17 @@ def train_one_epoch(
     amp: bool = False,
     grad_clip: float | None = None,
     epoch: int = 0,
+    progress: ProgressFn | None = None,
 ) -> dict[str, float]:
-    """Train for one pass over `loader`; raises NonFiniteLossError instead of reporting NaN."""
+    """Train for one pass over `loader`; raises NonFiniteLossError instead of reporting NaN.
+
+    `progress`, when given, wraps the batches (a progress bar); it sees every batch, nothing else.
+    """
     model.train()
     totals = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, samples, frames
     start = time.perf_counter()
-    for step, batch in enumerate(loader):
+    batches = progress(loader, epoch) if progress is not None else loader
+    for step, batch in enumerate(batches):
         batch = batch.to(device, non_blocking=True)
         with autocast(device, amp):
             gloss_logits, cat_logits = model(batch.x, batch.lengths)

@@ -22,7 +22,7 @@ from torch import nn
 from signray.checkpoint import CHECKPOINT_FORMAT
 from signray.config import TrainConfig, config_to_flat
 from signray.data import PackedSplit, build_loader
-from signray.engine import LossWeights, evaluate, train_one_epoch
+from signray.engine import LossWeights, ProgressFn, evaluate, train_one_epoch
 from signray.errors import ConfigError
 from signray.inputs import load_inputs
 from signray.models import build_model
@@ -101,8 +101,12 @@ def train_loop(
     data: tuple[PackedSplit, PackedSplit] | None = None,
     *,
     device: torch.device | None = None,
+    progress: ProgressFn | None = None,
 ) -> LoopResult:
-    """Train `cfg` to completion (or early stop), reporting every epoch."""
+    """Train `cfg` to completion (or early stop), reporting every epoch.
+
+    `progress` wraps each epoch's training batches (the single run's tqdm bar); off by default.
+    """
     rank, world_size = world_info()
     device = device or _default_device(cfg)
     local_batch = _local_batch_size(cfg, world_size)
@@ -170,6 +174,7 @@ def train_loop(
             amp=cfg.amp,
             grad_clip=cfg.grad_clip,
             epoch=epoch,
+            progress=progress,
         )
         # Unwrapped model: DDP's forward would sync buffers, and ranks hold unequal val shards.
         vm = evaluate(model, val_loader, device=device, weights=weights, amp=cfg.amp)

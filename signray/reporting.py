@@ -11,9 +11,9 @@ import io
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TextIO
 
 from signray.checkpoint import (
     atomic_write,
@@ -22,8 +22,16 @@ from signray.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from signray.engine import ProgressFn
 
-__all__ = ["Reporter", "StateFn", "FileReporter", "LOG_COLUMNS", "format_progress"]
+__all__ = [
+    "Reporter",
+    "StateFn",
+    "FileReporter",
+    "LOG_COLUMNS",
+    "format_progress",
+    "batch_progress",
+]
 
 StateFn = Callable[[], dict[str, Any]]
 
@@ -63,6 +71,43 @@ def format_progress(metrics: dict[str, float], total_epochs: int, elapsed: float
     )
 
 
+def _in_ray_worker() -> bool:
+    """True inside a Ray task/actor (Tune trial, Train worker); never imports Ray itself."""
+    ray = sys.modules.get("ray")
+    return bool(ray is not None and ray.is_initialized())
+
+
+def batch_progress(
+    total_epochs: int, *, enabled: bool | None = None, stream: TextIO | None = None
+) -> ProgressFn | None:
+    """A tqdm bar over one epoch's batches, with rate and ETA; None when it is off.
+
+    `enabled=None` means on only when `stream` (stderr by default) is a terminal and this is not
+    a Ray worker: logs, CI output and Tune trials never fill up with bar redraws. The bar clears
+    itself at the end of the epoch, so the per-epoch progress line stays the lasting record.
+    """
+    stream = stream if stream is not None else sys.stderr
+    if enabled is None:
+        enabled = bool(getattr(stream, "isatty", lambda: False)()) and not _in_ray_worker()
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    def wrap(batches: Iterable, epoch: int) -> Iterable:
+        return tqdm(
+            batches,
+            total=len(batches) if hasattr(batches, "__len__") else None,
+            desc=f"epoch {epoch + 1}/{total_epochs}",
+            unit="batch",
+            leave=False,
+            file=stream,
+            dynamic_ncols=True,
+            mininterval=0.5,
+        )
+
+    return wrap
+
+
 def _duration(seconds: float) -> str:
     seconds = int(round(seconds))
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
@@ -94,6 +139,9 @@ class FileReporter:
 
     def resume_state(self) -> dict[str, Any] | None:
         if self.resume is None:
+            if self.rank == 0:
+                # A fresh run (e.g. --overwrite) starts a fresh log, not rows after the old run's.
+                self.log_path.unlink(missing_ok=True)
             return None
         state = load_checkpoint(self.resume)
         self._resumed_epoch = int(state["epoch"])

@@ -16,9 +16,15 @@ from signray.engine import LossWeights, evaluate
 from signray.errors import ConfigError
 from signray.inputs import load_inputs
 from signray.loop import LoopResult, train_loop
-from signray.reporting import FileReporter
+from signray.reporting import FileReporter, batch_progress
 
-__all__ = ["main", "build_parser", "check_output_dir", "evaluate_checkpoint"]
+__all__ = [
+    "main",
+    "build_parser",
+    "check_output_dir",
+    "evaluate_checkpoint",
+    "write_learning_curve",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,6 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--overwrite",
         action="store_true",
         help="replace checkpoints already in --output-dir instead of refusing",
+    )
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bar over each epoch's batches (default: on when stderr is a terminal)",
     )
     ray = parser.add_argument_group("Ray (only with --ray-workers > 1)")
     ray.add_argument("--address", default=None, help="join this Ray cluster (auto|HOST:PORT)")
@@ -117,7 +129,22 @@ def run(cfg: TrainConfig, args: argparse.Namespace) -> LoopResult:
         log_csv=cfg.log_csv,
         resume=cfg.resume,
     )
-    return train_loop(cfg, reporter, data)
+    progress = batch_progress(cfg.epochs, enabled=getattr(args, "progress", None))
+    return train_loop(cfg, reporter, data, progress=progress)
+
+
+def write_learning_curve(cfg: TrainConfig) -> Path | None:
+    """`{output_dir}/learning_curve.png` from the run's CSV log (None when there is no log)."""
+    from signray.report import plot_learning_curve  # matplotlib only when a run finishes
+
+    log = (
+        Path(cfg.log_csv)
+        if cfg.log_csv
+        else Path(cfg.output_dir) / f"{cfg.spec.class_name}_log.csv"
+    )
+    if not log.is_file():
+        return None
+    return plot_learning_curve(log, Path(cfg.output_dir) / "learning_curve.png")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -137,6 +164,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{best_path}",
             flush=True,
         )
+        curve = write_learning_curve(cfg)
+        if curve is not None:
+            print(f"learning curve: {curve}", flush=True)
         if cfg.smoke_test:
             _, val = load_inputs(cfg)
             reloaded = evaluate_checkpoint(best_path, val, cfg.batch_size)
