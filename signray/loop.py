@@ -28,7 +28,14 @@ from signray.inputs import load_inputs
 from signray.models import build_model
 from signray.reporting import Reporter
 
-__all__ = ["LoopResult", "train_loop", "seed_everything", "build_scheduler", "world_info"]
+__all__ = [
+    "LoopResult",
+    "train_loop",
+    "seed_everything",
+    "build_optimizer",
+    "build_scheduler",
+    "world_info",
+]
 
 
 @dataclass
@@ -56,6 +63,12 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
+
+
+def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    """AdamW over the model's trainable parameters."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 def build_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer):
@@ -122,8 +135,8 @@ def train_loop(
         num_gloss=cfg.num_gloss,
         num_cat=cfg.num_cat,
     ).to(device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    model.input_norm.fit(train.frames)  # replaced by the checkpoint's statistics on resume
+    optimizer = build_optimizer(cfg, model)
     scheduler = build_scheduler(cfg, optimizer)
     amp_fp16 = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda") if amp_fp16 else None

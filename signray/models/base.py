@@ -9,6 +9,8 @@ import typing
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+import torch
 from torch import Tensor, nn
 
 from signray.errors import ConfigError
@@ -16,6 +18,7 @@ from signray.errors import ConfigError
 __all__ = [
     "ArchConfig",
     "CheckpointMixin",
+    "InputNorm",
     "check_dims",
     "check_inputs",
     "dropout_problems",
@@ -146,6 +149,30 @@ def check_inputs(x: Tensor, lengths: Tensor, *, frame_dims: int = 1) -> None:
             f"lengths must lie in [1, T={x.shape[1]}], but got min={int(lengths.min())}, "
             f"max={int(lengths.max())}"
         )
+
+
+class InputNorm(nn.Module):
+    """Per-feature standardisation with training-set statistics kept as buffers.
+
+    Keypoints in [0, 1] have a spread of ~0.1: projected as they are, they drown under unit-size
+    positional encodings and the transformer barely learns. The statistics travel inside the
+    checkpoint, so evaluation and prediction see inputs scaled exactly as in training.
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.ones(dim))
+
+    @torch.no_grad()
+    def fit(self, frames: np.ndarray) -> None:
+        """Set the statistics from all training frames `(N, dim)`."""
+        data = torch.as_tensor(np.asarray(frames), dtype=torch.float64)
+        self.mean.copy_(data.mean(0))
+        self.std.copy_(data.std(0).clamp_min(1e-6))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (x - self.mean) / self.std
 
 
 class CheckpointMixin:

@@ -20,6 +20,7 @@ from signray.errors import ConfigError
 from signray.models.base import (
     ArchConfig,
     CheckpointMixin,
+    InputNorm,
     check_dims,
     check_inputs,
     dropout_problems,
@@ -103,11 +104,17 @@ def build_inception_backbone(*, pretrained: bool) -> nn.Module:
 
 
 class IV3GRU(CheckpointMixin, nn.Module):
-    """Stacked GRUs on packed sequences, so padding never changes a sample's outputs.
+    """Stacked GRUs read at each clip's last frame; padding never changes a sample's outputs.
 
     Input is (B, T, input_dim) features, or (B, T, 3, H, W) raw frames when `use_backbone`
     (then `input_dim` is unused: the backbone emits 2048-d features). Dropout follows every GRU
     layer, the last one included, i.e. it is also applied before the heads.
+
+    Forward-only GRUs run over the padded batch: a forward GRU's output at frame t depends only
+    on frames <= t, so the padding after a clip never reaches the output at its last frame, and
+    on dense input ATen projects the inputs of all frames in one GEMM (packed input is projected
+    step by step, ~1.3x slower on CPU for 2048-d features). Bidirectional GRUs, whose backward
+    direction would start in the padding, run on packed sequences.
     """
 
     backbone_chunk = 64  # frames per backbone call; bounds activation memory on long clips
@@ -130,6 +137,7 @@ class IV3GRU(CheckpointMixin, nn.Module):
                 self.backbone.requires_grad_(False)
                 self.backbone.eval()
             input_dim = BACKBONE_DIM
+        self.input_norm = InputNorm(input_dim)
         directions = 2 if c.bidirectional else 1
         sizes = [c.hidden1] + [c.hidden2] * (c.depth - 1)
         self.grus = nn.ModuleList()
@@ -176,6 +184,21 @@ class IV3GRU(CheckpointMixin, nn.Module):
         check_inputs(x, lengths, frame_dims=3 if self.backbone is not None else 1)
         if self.backbone is not None:
             x = self._frame_features(x, lengths)  # (B, T, 2048)
+        x = self.input_norm(x)
+        run = self._packed_last if self.config.bidirectional else self._causal_last
+        last = self.drop(run(x, lengths))  # (B, directions * H)
+        return self.gloss_head(last), self.cat_head(last)
+
+    def _causal_last(self, x: Tensor, lengths: Tensor) -> Tensor:
+        """Forward GRUs over the padded (B, T, D) batch -> (B, H) outputs at each last frame."""
+        h = x
+        for i, gru in enumerate(self.grus):
+            h, _ = gru(self.drop(h) if i else h)  # (B, T, H)
+        rows = torch.arange(h.shape[0], device=h.device)
+        return h[rows, lengths.to(h.device) - 1]  # (B, H)
+
+    def _packed_last(self, x: Tensor, lengths: Tensor) -> Tensor:
+        """Bidirectional GRUs over packed sequences -> (B, 2 * H) final states."""
         seq = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
         h_n = torch.empty(0)
         for i, gru in enumerate(self.grus):
@@ -183,9 +206,8 @@ class IV3GRU(CheckpointMixin, nn.Module):
                 seq = PackedSequence(
                     self.drop(seq.data), seq.batch_sizes, seq.sorted_indices, seq.unsorted_indices
                 )
-            seq, h_n = gru(seq)  # h_n: (directions, B, H), already in the original batch order
-        last = self.drop(h_n.transpose(0, 1).reshape(x.shape[0], -1))  # (B, directions * H)
-        return self.gloss_head(last), self.cat_head(last)
+            seq, h_n = gru(seq)  # h_n: (2, B, H), already in the original batch order
+        return h_n.transpose(0, 1).reshape(x.shape[0], -1)  # (B, 2 * H)
 
 
 @register_model("iv3_gru", class_name="IV3GRU", input_kind="features", config_cls=IV3GRUConfig)

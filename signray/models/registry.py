@@ -48,7 +48,11 @@ _REGISTRY: dict[str, ModelSpec] = {}
 def register_model(
     name: str, *, class_name: str, input_kind: str, config_cls: type[ArchConfig]
 ) -> Callable[[Builder], Builder]:
-    """Decorator registering `builder(arch, *, input_dim, num_gloss, num_cat) -> nn.Module`."""
+    """Decorator registering `builder(arch, *, input_dim, num_gloss, num_cat) -> nn.Module`.
+
+    The built module must use `CheckpointMixin` and own an `input_norm` (`InputNorm`) that the
+    training loop fits on the training frames.
+    """
     if input_kind not in INPUT_KINDS:
         raise ValueError(f"`input_kind` must be one of {INPUT_KINDS}, but got {input_kind!r}")
     if not (dataclasses.is_dataclass(config_cls) and issubclass(config_cls, ArchConfig)):

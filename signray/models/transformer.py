@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from signray.models.base import (
     ArchConfig,
     CheckpointMixin,
+    InputNorm,
     check_dims,
     check_inputs,
     dropout_problems,
@@ -122,6 +123,7 @@ class SignTransformer(CheckpointMixin, nn.Module):
         check_dims(input_dim, num_gloss, num_cat)
         c = config if config is not None else TransformerConfig()
         self.config = c
+        self.input_norm = InputNorm(input_dim)
         self.input_proj = nn.Linear(input_dim, c.d_model)
         self.input_drop = nn.Dropout(c.dropout)
         self.blocks = nn.ModuleList(
@@ -136,7 +138,7 @@ class SignTransformer(CheckpointMixin, nn.Module):
         check_inputs(x, lengths)
         T = x.shape[1]
         valid = torch.arange(T, device=x.device)[None, :] < lengths.to(x.device)[:, None]  # (B, T)
-        h = self.input_proj(x)  # (B, T, D)
+        h = self.input_proj(self.input_norm(x))  # (B, T, D)
         h = self.input_drop(h + sinusoidal_positions(T, h.shape[-1], device=x.device).to(h.dtype))
         attn_mask = valid[:, None, None, :]  # (B, 1, 1, T)
         for block in self.blocks:
