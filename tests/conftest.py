@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from signray.data import synthetic_splits
+from signray.launch.cluster import LOOPBACK_ENV
+
+# Every Ray process a test starts (and its subprocesses) stays on 127.0.0.1.
+os.environ.setdefault(LOOPBACK_ENV, "0")
 
 TINY = dict(num_gloss=6, num_cat=2, train_per_gloss=4, val_per_gloss=2, min_len=8, max_len=24)
 
@@ -18,3 +24,101 @@ def tiny_keypoints():
 @pytest.fixture(scope="session")
 def tiny_features():
     return synthetic_splits(kind="features", seed=0, difficulty="easy", **TINY)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """A real tiny training run on files: dataset on disk, 3 epochs of a d_model-32 transformer.
+
+    Returns a namespace with `root` (dataset), `out` (run folder), `best` (checkpoint path),
+    `log` (CSV log), `cfg`, and `val` (the loaded val split). Shared by the evaluate, predict and
+    report tests so the model is trained once per session.
+    """
+    import io
+    from types import SimpleNamespace
+
+    from signray.config import resolve_config
+    from signray.data.synth import write_dataset
+    from signray.inputs import load_inputs
+    from signray.loop import train_loop
+    from signray.reporting import FileReporter
+
+    root = write_dataset(
+        tmp_path_factory.mktemp("tiny_data"),
+        num_gloss=6,
+        num_cat=2,
+        train_per_gloss=4,
+        val_per_gloss=3,
+        seed=3,
+        difficulty="easy",
+        min_len=8,
+        max_len=24,
+        features=False,
+    )
+    out = tmp_path_factory.mktemp("tiny_run")
+    cfg = resolve_config(
+        {
+            "model": "transformer",
+            "keypoints_train": str(root / "keypoints_train"),
+            "keypoints_val": str(root / "keypoints_val"),
+            "labels_train_csv": str(root / "train_labels.csv"),
+            "labels_val_csv": str(root / "val_labels.csv"),
+            "num_gloss": 6,
+            "num_cat": 2,
+            "epochs": 3,
+            "batch_size": 8,
+            "lr": 3e-3,
+            "d_model": 32,
+            "n_heads": 2,
+            "depth": 1,
+            "ff_dim": 32,
+            "head_hidden": 16,
+            "output_dir": str(out),
+            "num_threads": 1,
+        }
+    )
+    data = load_inputs(cfg)
+    reporter = FileReporter(out, cfg.spec.class_name, total_epochs=cfg.epochs, stream=io.StringIO())
+    train_loop(cfg, reporter, data)
+    return SimpleNamespace(
+        root=root,
+        out=out,
+        best=reporter.best_path,
+        log=reporter.log_path,
+        cfg=cfg,
+        val=data[1],
+    )
+
+
+@pytest.fixture(scope="session")
+def assert_png():
+    """`assert_png(path)`: PNG magic bytes, and matplotlib reads it as a sizeable RGB(A) image."""
+    from matplotlib.image import imread
+
+    def check(path, min_side: int = 200) -> None:
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", path
+        image = imread(path)
+        assert image.ndim == 3 and min(image.shape[:2]) >= min_side, (path, image.shape)
+
+    return check
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray cluster (2 CPUs, dashboard on 127.0.0.1) shared by every Ray test.
+
+    The dashboard stays on: Ray Train frees the placement group of a TorchTrainer that Tune stops
+    early through a cleaner that polls the dashboard's State API. Yields the GCS address, so that
+    subprocesses (`python -m signray.tune --address ...`) join this cluster instead of starting a
+    second one.
+    """
+    import ray
+
+    from signray.launch.cluster import init_ray
+
+    started = not ray.is_initialized()
+    if started:
+        init_ray(num_cpus=2, dashboard=True, quiet=True)
+    yield ray.get_runtime_context().gcs_address
+    if started:
+        ray.shutdown()

@@ -8,7 +8,10 @@ import sys
 
 import ray
 
-__all__ = ["init_ray", "is_loopback", "DASHBOARD_WARNING"]
+__all__ = ["init_ray", "is_loopback", "DASHBOARD_WARNING", "LOOPBACK_ENV"]
+
+# With this off, Ray picks 127.0.0.1 as the node address instead of the first routable interface.
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 DASHBOARD_WARNING = (
     "WARNING: the Ray dashboard is bound to {host}, not loopback. It runs code for anyone who "
@@ -45,6 +48,8 @@ def init_ray(
     env = {"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}}
     kwargs = dict(runtime_env=env, logging_level="WARNING", log_to_driver=not quiet)
     if address is None:
+        # A one-machine cluster needs no routable address: keep all of Ray on loopback.
+        os.environ.setdefault(LOOPBACK_ENV, "0")
         context = ray.init(
             include_dashboard=dashboard,
             dashboard_host=dashboard_host,
