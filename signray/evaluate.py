@@ -165,7 +165,7 @@ def run_model(
     cat_out: list[torch.Tensor | None] = [None] * len(clips)
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
-        batch = collate_padded([(torch.from_numpy(np.asarray(clips[i])), 0, 0) for i in idx])
+        batch = collate_padded([(clips[i], 0, 0) for i in idx])
         g, c = model(batch.x.to(device), batch.lengths.to(device))  # (B, G), (B, C)
         for row, i in enumerate(idx):
             gloss_out[i], cat_out[i] = g[row].float().cpu(), c[row].float().cpu()
@@ -210,8 +210,8 @@ def evaluate_to_dir(
     cnames = read_names(cat_names, cfg.num_cat, "category")
     clips = [split.clip(i) for i in range(len(split))]
     gloss_logits, cat_logits = run_model(model, clips, batch_size)
-    gloss = torch.from_numpy(split.gloss)
-    cat = torch.from_numpy(split.cat)
+    gloss = torch.tensor(split.gloss)  # a copy: object-store arrays are read-only
+    cat = torch.tensor(split.cat)
     weights = LossWeights(cfg.gloss_weight, cfg.cat_weight, cfg.label_smoothing)
     loss = multitask_loss(gloss_logits, cat_logits, gloss, cat, weights, "sum").item()
     k = min(top_k, cfg.num_gloss)

@@ -43,6 +43,7 @@ from signray.checkpoint import atomic_write_text
 from signray.cli import user_errors_exit
 from signray.errors import ConfigError, DataError
 from signray.plotting import LOG_SCALE_PARAMS, new_figure, save_figure
+from signray.results import done_marker
 
 __all__ = [
     "main",
@@ -63,9 +64,6 @@ METRIC = "val_gloss_acc"
 REPORT_DIR = "report"
 # Where the tune driver puts `evaluate_to_dir` output for the best checkpoint; linked if present.
 EVALUATION_DIR = "evaluation"
-# Written by signray.launch.trial when a trial's training ends on its own (not imported: that
-# module imports Ray, and the report must run without it).
-DONE_FILE = "signray_trial_done.json"
 # Fewer usable trials than this and importances are noise; the report says so instead.
 MIN_IMPORTANCE_TRIALS = 4
 # With fewer trials that ran all epochs, scheduler-stopped trials are ranked too (at the score
@@ -193,7 +191,8 @@ def load_experiment(experiment_dir: str | os.PathLike) -> Experiment:
     # Scheduler stops: shorter than the longest trial and not finished on their own.
     longest = max(t.epochs for t in trials)
     for t in trials:
-        if t.status == COMPLETE and t.epochs < longest and not (t.path / DONE_FILE).is_file():
+        finished = done_marker(root, t.trial_id).is_file()
+        if t.status == COMPLETE and t.epochs < longest and not finished:
             t.status = STOPPED
     params: list[str] = []
     for t in trials:

@@ -26,6 +26,16 @@ from typing import Any
 from signray.checkpoint import atomic_write_text, copy_atomic, load_checkpoint
 from signray.config import TrainConfig, resolve_config, save_config
 
+# A trial whose training ends on its own (all epochs, or the loop's early stop) leaves
+# EXPERIMENT/trials_done/TRIAL_ID.json; a TERMINATED trial without it was stopped by the scheduler.
+# It lives in the experiment folder, not the trial folder: Tune's trial folder seen from inside a
+# trial is a local staging copy that is never synced back.
+DONE_DIR = "trials_done"
+
+
+def done_marker(experiment_dir: str | os.PathLike, trial_id: str) -> Path:
+    return Path(experiment_dir) / DONE_DIR / f"{trial_id}.json"
+
 __all__ = [
     "TrialRecord",
     "SearchReport",
@@ -114,16 +124,14 @@ def error_reason(error: BaseException | str | None) -> str:
     return " ".join(tail[-3:])[:500]
 
 
-def trial_status(tune_status: str, trial_dir: str | None, done_file: str, epochs: int,
-                 max_epochs: int) -> str:
+def trial_status(tune_status: str, done: bool, epochs: int, max_epochs: int) -> str:
     """TERMINATED (trained to the end, or stopped by the loop's own early stop), STOPPED_EARLY
     (stopped by the trial scheduler before its last epoch), ERROR, or UNFINISHED."""
     if tune_status == "ERROR":
         return "ERROR"
     if tune_status == "TERMINATED":
         # ASHA stops a trial at its last epoch too, before the trial function returns; only a
-        # trial whose loop returned on its own leaves `done_file`.
-        done = trial_dir is not None and (Path(trial_dir) / done_file).is_file()
+        # trial whose loop returned on its own leaves a done marker.
         return "TERMINATED" if done or epochs >= max_epochs else "STOPPED_EARLY"
     return "UNFINISHED"
 
@@ -150,8 +158,8 @@ def load_results(experiment_dir: str | os.PathLike, metric: str = "val_gloss_acc
     return ResultGrid(analysis)
 
 
-def collect_trials(grid, param_names: Sequence[str], *, done_file: str, train_runs: Path | None,
-                   experiment: str, max_epochs: int) -> list[TrialRecord]:
+def collect_trials(grid, param_names: Sequence[str], *, experiment_dir: Path,
+                   train_runs: Path | None, max_epochs: int) -> list[TrialRecord]:
     """Records from a Tune `ResultGrid` (its trials give the status Tune tracked)."""
     from signray.launch.trial import tidy_sample, train_run_name
 
@@ -181,15 +189,15 @@ def collect_trials(grid, param_names: Sequence[str], *, done_file: str, train_ru
             record.val_cat_acc = _num(best.get("val_cat_acc"))
             record.val_gloss_top5 = _num(best.get("val_gloss_top5"))
             record.wall_time_s = _num(last.get("time_total_s"))
-        record.status = trial_status(record.status, result.path, done_file, record.epochs,
-                                     max_epochs)
+        done = done_marker(experiment_dir, trial.trial_id).is_file()
+        record.status = trial_status(record.status, done, record.epochs, max_epochs)
         if result.error is not None or record.status == "ERROR":
             record.error = error_reason(result.error or getattr(trial, "error_msg", None))
         dirs = []
         for checkpoint, _ in result.best_checkpoints or []:
             dirs.append(checkpoint.path)
         if train_runs is not None:
-            run = train_runs / train_run_name(experiment, trial.trial_id)
+            run = train_runs / train_run_name(experiment_dir.name, trial.trial_id)
             dirs.extend(str(p) for p in sorted(run.glob("checkpoint_*")))
         record.checkpoint_dirs = dirs
         records.append(record)
@@ -241,14 +249,13 @@ def write_outputs(
     param_names: Sequence[str],
     experiment_dir: Path,
     wall_time_s: float,
-    done_file: str,
     train_runs: Path | None,
 ) -> SearchReport:
     """Write trials.csv, best_config.yaml and {ModelName}_best.pt; return what was written."""
     experiment_dir = Path(experiment_dir)
     grid = grid if grid is not None else load_results(experiment_dir)
-    records = collect_trials(grid, param_names, done_file=done_file, train_runs=train_runs,
-                             experiment=experiment_dir.name, max_epochs=base.epochs)
+    records = collect_trials(grid, param_names, experiment_dir=experiment_dir,
+                             train_runs=train_runs, max_epochs=base.epochs)
     trials_csv = write_trials_csv(records, param_names, experiment_dir / "trials.csv")
     scored = [r for r in records if r.best_val_gloss_acc is not None]
     best = max(scored, key=_rank) if scored else None

@@ -65,6 +65,7 @@ _SEARCH_DEFAULTS = {
     "reduction_factor": 2.0,
     "keep_checkpoints": 2,
     "max_failures": 0,
+    "mlflow": False,
 }
 
 
@@ -110,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-failures", type=int, default=argparse.SUPPRESS,
                    help="retries of a failed trial from its latest checkpoint (default: 0)")
     e = parser.add_argument_group("experiment")
+    e.add_argument("--mlflow", action="store_true", default=argparse.SUPPRESS,
+                   help="also log every trial to EXPERIMENT/mlruns (needs signray[mlflow])")
     e.add_argument("--name", default=None,
                    help="experiment name (default: tune-MODEL-TIMESTAMP)")
     e.add_argument("--storage-path", default="ray_results",
@@ -372,7 +375,7 @@ def run(args: argparse.Namespace) -> int:
 
     from signray.launch.cluster import init_ray
     from signray.launch.search import SearchOptions, build_tuner, restore_tuner
-    from signray.launch.trial import DONE_FILE, TRAIN_RUNS_DIR, TrialSetup
+    from signray.launch.trial import TRAIN_RUNS_DIR, TrialSetup
     from signray.results import format_summary, write_outputs
 
     init_ray(args.address, dashboard_host=args.dashboard_host, dashboard_port=args.dashboard_port)
@@ -396,6 +399,7 @@ def run(args: argparse.Namespace) -> int:
         max_failures=o["max_failures"],
         seed=plan.base.seed,
         single_run=o["single_run"],
+        mlflow=o.get("mlflow", False),
     )
     setup = TrialSetup(
         base=plan.base,
@@ -423,10 +427,10 @@ def run(args: argparse.Namespace) -> int:
         param_names=params,
         experiment_dir=plan.experiment_dir,
         wall_time_s=time.perf_counter() - start,
-        done_file=DONE_FILE,
         train_runs=plan.experiment_dir / TRAIN_RUNS_DIR if opts.workers_per_trial > 1 else None,
     )
     print(format_summary(report), flush=True)
+    _write_views(report, plan.experiment_dir, ray.get(refs[1]))
     expected = 1 if o["single_run"] else o["num_samples"]
     if report.count("UNFINISHED") or len(report.trials) < expected:
         print(
@@ -435,6 +439,17 @@ def run(args: argparse.Namespace) -> int:
         )
         return 130
     return 0 if report.count("ERROR") < len(report.trials) else 1
+
+
+def _write_views(report, experiment_dir: Path, val) -> None:
+    """Evaluate the best checkpoint on the full val split and draw the report plots."""
+    from signray.evaluate import evaluate_to_dir
+    from signray.report import EVALUATION_DIR, write_report
+
+    if report.best_checkpoint is not None:
+        evaluate_to_dir(report.best_checkpoint, val, experiment_dir / EVALUATION_DIR)
+    index = write_report(experiment_dir)
+    print(f"report: {index}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,7 +20,6 @@ import pytest
 from signray.evaluate import evaluate_to_dir
 from signray.report import (
     COMPLETE,
-    DONE_FILE,
     ERROR,
     STOPPED,
     load_experiment,
@@ -30,6 +29,7 @@ from signray.report import (
     study_from_trials,
     write_report,
 )
+from signray.results import done_marker
 
 PNGS = ("curves.png", "best_so_far.png", "params_vs_accuracy.png", "importance.png")
 
@@ -73,7 +73,8 @@ def write_fake_experiment(root, n_trials=8, max_epochs=6, trials_csv=True, seed=
             "".join(json.dumps({**r, "config": params}) + "\n" for r in rows)
         )
         if epochs == max_epochs:
-            (folder / DONE_FILE).write_text("{}")
+            done_marker(root, trial_id).parent.mkdir(exist_ok=True)
+            done_marker(root, trial_id).write_text("{}")
         if i == n_trials - 1:
             (folder / "error.txt").write_text("boom")
         status = "TERMINATED" if epochs == max_epochs else "STOPPED_EARLY"

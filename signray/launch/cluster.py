@@ -29,6 +29,19 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _keep_on_loopback() -> None:
+    """A one-machine cluster needs no routable address: keep every Ray process on 127.0.0.1.
+
+    Ray picks the first routable interface unless this switch is off. The environment variable
+    reaches the GCS, raylet and workers started from here; this process read it when it
+    imported Ray, so its copy of the constant is switched off too.
+    """
+    from ray._private import ray_constants
+
+    os.environ[LOOPBACK_ENV] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+
+
 def init_ray(
     address: str | None = None,
     *,
@@ -47,9 +60,9 @@ def init_ray(
     # Workers chdir into trial folders; keep the driver's imports reachable from them.
     env = {"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}}
     kwargs = dict(runtime_env=env, logging_level="WARNING", log_to_driver=not quiet)
+    if address is None or is_loopback(address.rpartition(":")[0]):
+        _keep_on_loopback()
     if address is None:
-        # A one-machine cluster needs no routable address: keep all of Ray on loopback.
-        os.environ.setdefault(LOOPBACK_ENV, "0")
         context = ray.init(
             include_dashboard=dashboard,
             dashboard_host=dashboard_host,

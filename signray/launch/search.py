@@ -21,6 +21,7 @@ from ray import tune
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
+from signray.launch.tracking import tracking_callbacks
 from signray.launch.trial import TrialSetup, make_trainable
 from signray.search_space import SearchSpace, to_tune
 
@@ -63,6 +64,7 @@ class SearchOptions:
     max_failures: int = 0
     seed: int = 42
     single_run: bool = False
+    mlflow: bool = False
     report_every_s: float = 15.0
 
     @property
@@ -221,6 +223,7 @@ def _run_config(space: SearchSpace | None, opts: SearchOptions) -> tune.RunConfi
         ),
         failure_config=tune.FailureConfig(max_failures=opts.max_failures),
         progress_reporter=_progress_reporter(space, opts),
+        callbacks=tracking_callbacks(opts.experiment_dir, mlflow=opts.mlflow),
         verbose=1,
     )
 

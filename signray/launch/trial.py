@@ -34,12 +34,13 @@ from typing import Any
 import ray
 from ray import tune
 
+from signray.checkpoint import atomic_write_text
 from signray.config import TrainConfig, resolve_config
 from signray.launch.reporters import RayReporter
 from signray.loop import train_loop
+from signray.results import done_marker
 
 __all__ = [
-    "DONE_FILE",
     "TRAIN_RUNS_DIR",
     "TrialSetup",
     "make_trainable",
@@ -48,9 +49,6 @@ __all__ = [
     "train_run_name",
 ]
 
-# Written into the trial folder when the trial's training ends on its own (all epochs, or the
-# loop's own early stop). A TERMINATED trial without it was stopped by the trial scheduler.
-DONE_FILE = "signray_trial_done.json"
 # Ray Train runs of multi-worker trials live here, inside the experiment folder.
 TRAIN_RUNS_DIR = "train_runs"
 # A multi-worker trial's own process only waits on `TorchTrainer.fit()`; it reserves no CPU (its
@@ -127,10 +125,10 @@ def _tune_report(metrics: dict[str, Any], checkpoint=None) -> None:
     tune.report(metrics, checkpoint=checkpoint)
 
 
-def _mark_done(result_summary: dict[str, Any]) -> None:
-    trial_dir = Path(tune.get_context().get_trial_dir())
-    trial_dir.mkdir(parents=True, exist_ok=True)
-    (trial_dir / DONE_FILE).write_text(json.dumps(result_summary))
+def _mark_done(setup: TrialSetup, result_summary: dict[str, Any]) -> None:
+    marker = done_marker(setup.experiment_dir, tune.get_context().get_trial_id())
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(marker, json.dumps(result_summary))
 
 
 def _run_trial(config: dict[str, Any], *, setup: TrialSetup, data: list) -> None:
@@ -165,7 +163,7 @@ def _run_trial(config: dict[str, Any], *, setup: TrialSetup, data: list) -> None
         last = train_result.metrics or {}
         summary = {"epochs_run": int(last.get("epoch", 0)), "stopped_by_loop": None}
     summary["seconds"] = time.perf_counter() - start
-    _mark_done(summary)
+    _mark_done(setup, summary)
 
 
 def make_trainable(setup: TrialSetup, data_refs: list) -> Callable:

@@ -165,11 +165,23 @@ class InputNorm(nn.Module):
         self.register_buffer("std", torch.ones(dim))
 
     @torch.no_grad()
-    def fit(self, frames: np.ndarray) -> None:
-        """Set the statistics from all training frames `(N, dim)`."""
-        data = torch.as_tensor(np.asarray(frames), dtype=torch.float64)
-        self.mean.copy_(data.mean(0))
-        self.std.copy_(data.std(0).clamp_min(1e-6))
+    def fit(self, frames: np.ndarray, chunk: int = 65536) -> None:
+        """Set the statistics from all training frames `(N, dim)`.
+
+        Accumulates in float64 chunk by chunk: no full-size copy of a (possibly read-only,
+        object-store-backed) multi-GB split.
+        """
+        total = np.zeros(frames.shape[1])
+        squares = np.zeros(frames.shape[1])
+        for start in range(0, len(frames), chunk):
+            part = frames[start : start + chunk].astype(np.float64)
+            total += part.sum(0)
+            squares += np.square(part).sum(0)
+        n = max(len(frames), 1)
+        mean = total / n
+        var = np.maximum(squares / n - mean**2, 0.0)
+        self.mean.copy_(torch.from_numpy(mean))
+        self.std.copy_(torch.from_numpy(np.sqrt(var)).clamp_min(1e-6))
 
     def forward(self, x: Tensor) -> Tensor:
         return (x - self.mean) / self.std

@@ -21,6 +21,7 @@ from optuna.trial import TrialState
 
 from signray.checkpoint import load_checkpoint
 from signray.launch.search import PruningAwareOptunaSearch
+from signray.results import DONE_DIR
 from signray.search_space import parse_search_space, to_tune
 from signray.tune import SMOKE
 
@@ -228,8 +229,6 @@ def test_two_workers_per_trial_early_stop_frees_placement_groups(ray_cluster, tm
 
 @pytest.mark.slow
 def test_resume_after_interrupt_runs_exactly_num_samples(ray_cluster, tmp_path):
-    from signray.launch.trial import DONE_FILE as DONE
-
     EPOCHS = 40  # noqa: N806  (about 3 s per trial: long enough to interrupt one mid-way)
     args = ["--model", "iv3_gru", "--smoke-test", "--num-samples", 3, "--epochs", EPOCHS,
             "--trial-scheduler", "fifo", "--max-concurrent", 1, "--storage-path", tmp_path,
@@ -240,12 +239,17 @@ def test_resume_after_interrupt_runs_exactly_num_samples(ray_cluster, tmp_path):
                             text=True)
     try:
         deadline = time.time() + 240
-        while not list(experiment.glob("trial_*/" + DONE)):
+        while not list((experiment / DONE_DIR).glob("*.json")):
             assert proc.poll() is None, proc.communicate()[0][-3000:]
             assert time.time() < deadline, "no trial finished in time"
             time.sleep(0.5)
         time.sleep(1.0)  # let the next trial train a few epochs
-        finished = {p.parent / "result.json" for p in experiment.glob("trial_*/" + DONE)}
+        finished = {
+            result
+            for marker in (experiment / DONE_DIR).glob("*.json")
+            for result in experiment.glob(f"*{marker.stem}*/result.json")
+        }
+        assert finished
         before = {p: p.read_text() for p in finished}
         proc.send_signal(signal.SIGINT)  # Ctrl-C
         out, _ = proc.communicate(timeout=120)
