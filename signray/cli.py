@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from signray.config import TrainConfig, load_config_file, resolve_config
+from signray.engine import NonFiniteLossError
 from signray.errors import EXIT_USAGE, SignrayError
 from signray.models import arch_fields, list_models
 
@@ -120,9 +121,15 @@ def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) 
 
 @contextlib.contextmanager
 def user_errors_exit() -> Iterator[None]:
-    """Turn input errors into one clear message on stderr and exit code 2, no traceback."""
+    """Turn input errors into one clear message on stderr and exit code 2, no traceback.
+
+    A diverged run (NaN/Inf loss) is not an input error but gets the same clear message, exit 1.
+    """
     try:
         yield
     except SignrayError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(EXIT_USAGE) from None
+    except NonFiniteLossError as err:
+        print(f"error: training diverged: {err}", file=sys.stderr)
+        raise SystemExit(1) from None

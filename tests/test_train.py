@@ -122,3 +122,10 @@ def test_config_file_and_cli_precedence(tmp_path):
     assert proc.returncode == 0, proc.stderr
     saved = (tmp_path / "o" / "config.yaml").read_text()
     assert "lr: 0.002" in saved and "epochs: 1" in saved and "d_model: 32" in saved
+
+
+def test_diverging_run_says_why_without_traceback(tmp_path):
+    proc = _train("--smoke-test", "--lr", "1e30", "--grad-clip", "0", "--output-dir", tmp_path)
+    assert proc.returncode == 1
+    assert "training diverged" in proc.stderr and "lower `lr`" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -121,7 +121,7 @@ def pack_split(
     return out
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m signray.data.pack",
         description="Validate a per-clip .npz split and pack it into balanced shards.",
@@ -145,7 +145,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; a ``DataError`` is printed without a traceback and exits with code 2."""
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     keys = tuple(args.keys or ("X",))
     try:
         if args.num_shards < 1:

@@ -427,7 +427,7 @@ def write_dataset(
     return out
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m signray.data.synth",
         description="Write a deterministic FSL-like synthetic dataset (keypoints and features).",
@@ -447,7 +447,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; invalid arguments are printed without a traceback and exit with code 2."""
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
         out = write_dataset(
             args.out,

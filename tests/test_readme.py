@@ -1,0 +1,85 @@
+"""Every command in README.md runs: code blocks are parsed and executed at a tiny scale."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+
+# Appended to each README command (argparse keeps the last value), so the same command lines run
+# in seconds on 6 glosses instead of FSL-105.
+TINY = {
+    "signray.data.synth": "--num-gloss 6 --num-cat 2 --train-per-gloss 3 --val-per-gloss 1 "
+    "--max-len 24",
+    "signray.data.pack": "--num-gloss 6 --num-cat 2 --num-shards 2",
+    "signray.train": "--num-gloss 6 --num-cat 2 --epochs 1 --d-model 32 --n-heads 4 --depth 1 "
+    "--ff-dim 64",
+    "signray.tune": "--num-gloss 6 --num-cat 2 --epochs 1 --num-samples 2 --max-concurrent 2",
+}
+
+
+def readme_commands() -> list[list[str]]:
+    """`python -m signray...` command lines from the README's bash blocks, continuations joined."""
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = line.split("  #")[0].strip()
+            if "pip install" in line or "-m signray" not in line:
+                continue
+            words = shlex.split(line)
+            commands.append(words[words.index("-m") + 1 :])
+    return commands
+
+
+def test_readme_starts_with_the_two_commands():
+    text = README.read_text()
+    blocks = re.findall(r"```bash\n(.*?)```", text, flags=re.S)
+    assert "signray.tune" in blocks[0] and "--smoke-test" in blocks[0]
+    assert "pytest" in blocks[1]
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert blocks[1].strip() in ci  # CI runs exactly the README's test command
+
+
+def test_every_readme_command_parses():
+    import importlib
+
+    commands = readme_commands()
+    modules = {c[0] for c in commands}
+    assert {
+        "signray.train",
+        "signray.tune",
+        "signray.evaluate",
+        "signray.predict",
+        "signray.report",
+        "signray.data.synth",
+        "signray.data.pack",
+    } <= modules
+    for module, *args in commands:
+        importlib.import_module(module).build_parser().parse_args(args)
+
+
+@pytest.mark.slow
+def test_readme_walkthrough_runs(tmp_path):
+    shutil.copytree(ROOT / "search_spaces", tmp_path / "search_spaces")
+    for module, *args in readme_commands():
+        if "--smoke-test" in args:
+            continue  # the main job: run by tests/test_tune.py
+        extra = shlex.split(TINY.get(module, ""))
+        proc = subprocess.run(
+            [sys.executable, "-m", module, *args, *extra],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert proc.returncode == 0, (module, args, proc.stdout[-2000:], proc.stderr[-2000:])
+    assert (tmp_path / "runs" / "tx" / "eval" / "metrics.json").is_file()
+    assert (tmp_path / "ray_results" / "fsl-tx" / "report" / "index.html").is_file()
