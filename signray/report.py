@@ -99,6 +99,14 @@ class TrialRun:
         values = self.history[metric].dropna() if metric in self.history else pd.Series([])
         return float(values.max()) if len(values) else math.nan
 
+    def rank(self, metric: str = METRIC) -> tuple[float, float]:
+        """The order `signray.results` picks the best trial by: metric, then val cat acc there."""
+        if math.isnan(self.best(metric)):
+            return (-math.inf, 0.0)
+        row = self.history.loc[self.history[metric].idxmax()]
+        cat = row.get("val_cat_acc", 0.0)
+        return (float(row[metric]), 0.0 if pd.isna(cat) else float(cat))
+
     def last(self, metric: str = METRIC) -> float:
         values = self.history[metric].dropna() if metric in self.history else pd.Series([])
         return float(values.iloc[-1]) if len(values) else math.nan
@@ -717,7 +725,7 @@ def write_report(experiment_dir: str | os.PathLike, *, metric: str = METRIC) -> 
     scored = [t for t in exp.trials if not math.isnan(t.best(metric))]
     if not scored:
         raise DataError([f"no trial in {exp.path} reported {metric!r}"])
-    best = max(scored, key=lambda t: t.best(metric))
+    best = max(scored, key=lambda t: t.rank(metric))
     _plot_curves(exp, best, metric, report / "curves.png")
     _plot_best_so_far(exp, metric, report / "best_so_far.png")
     _plot_params(exp, frame, metric, report / "params_vs_accuracy.png")
