@@ -72,9 +72,11 @@ def format_progress(metrics: dict[str, float], total_epochs: int, elapsed: float
 
 
 def _in_ray_worker() -> bool:
-    """True inside a Ray task/actor (Tune trial, Train worker); never imports Ray itself."""
+    """True inside a Ray actor (Tune trial, Train worker), not in a driver; never imports Ray."""
     ray = sys.modules.get("ray")
-    return bool(ray is not None and ray.is_initialized())
+    return bool(
+        ray is not None and ray.is_initialized() and ray.get_runtime_context().get_actor_id()
+    )
 
 
 def batch_progress(
