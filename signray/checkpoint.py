@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import shutil
 import tempfile
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -75,13 +77,15 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not path.is_file():
         raise ConfigError([f"checkpoint {path} does not exist"])
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about the pickle protocol of foreign files
+            warnings.simplefilter("ignore", UserWarning)
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ConfigError(
             [
-                f"checkpoint {path} cannot be loaded safely (weights_only=True): {first}. "
-                "Only checkpoints written by signray (tensors and plain values) are accepted."
+                f"checkpoint {path} cannot be loaded safely (weights_only=True): "
+                f"{_load_error(err)}. Only checkpoints written by signray (tensors and plain "
+                "values) are accepted; nothing in the file was run."
             ]
         ) from None
     if (
@@ -93,6 +97,20 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             [f"checkpoint {path} is not a signray checkpoint (expected format {CHECKPOINT_FORMAT})"]
         )
     return state
+
+
+def _load_error(err: BaseException) -> str:
+    """The reason in torch's load error, without its advice to retry with weights_only=False."""
+    text = str(err).strip()
+    boilerplate = ("Weights only load failed", "Check the documentation")
+    reasons = [
+        " ".join(part.split())
+        for part in re.split(r"\n\s*\n", text)
+        if part.strip() and not part.strip().startswith(boilerplate)
+    ]
+    if reasons:
+        return " ".join(reasons).rstrip(".")
+    return text.splitlines()[0].rstrip(".") if text else type(err).__name__
 
 
 def model_from_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu"):

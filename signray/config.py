@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -24,6 +25,7 @@ __all__ = [
     "SCHEDULERS",
     "resolve_config",
     "load_config_file",
+    "read_yaml",
     "save_config",
     "config_to_flat",
     "coerce_field",
@@ -98,6 +100,11 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 p.append(f"`{name}` must be >= 1 or unset, but got {name}={value}")
+        if self.batch_size >= 1 and self.ray_workers >= 1 and self.batch_size % self.ray_workers:
+            p.append(
+                f"`batch_size` is the global batch and must be divisible by `ray_workers`, but "
+                f"got batch_size={self.batch_size}, ray_workers={self.ray_workers}"
+            )
         if not (self.lr > 0 and math.isfinite(self.lr)):
             p.append(f"`lr` must be a positive finite number, but got lr={self.lr}")
         if self.weight_decay < 0:
@@ -237,15 +244,37 @@ def _title(source: str | None) -> str:
     return f"invalid configuration in {source}" if source else "invalid configuration"
 
 
+def read_yaml(path: Path) -> Any:
+    """Parse a YAML file with the safe loader; a problem names the file, line and column.
+
+    Tags that build Python objects (``!!python/object/apply:os.system``) are refused, never run.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError([f"{path} cannot be read as a YAML text file: {err}"]) from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path} line {mark.line + 1}, column {mark.column + 1}" if mark else str(path)
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        tag = re.search(r"constructor for the tag '([^']*)'", problem)
+        if tag:
+            name = tag.group(1).replace("tag:yaml.org,2002:", "!!")
+            problem = (
+                f"the tag {name} is not allowed: signray reads plain YAML only (mappings, "
+                "lists, strings, numbers, booleans), never Python objects"
+            )
+        raise ConfigError([f"{where}: not valid YAML: {problem}"]) from None
+
+
 def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
     """Read a flat YAML config safely (no arbitrary tags)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError([f"config file {path} does not exist"])
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError([f"{path} is not valid YAML: {err}"]) from None
+    data = read_yaml(path)
     if data is None:
         return {}
     if not isinstance(data, Mapping):

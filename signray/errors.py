@@ -19,6 +19,11 @@ class SignrayError(Exception):
 
     default_title = "invalid input"
 
+    def __reduce__(self):
+        # Rebuilt from its parts: a copy made from the formatted message (what Exception's
+        # pickling does) would prefix the title again on every trip through Ray.
+        return _rebuild, (type(self), self.problems, self.title)
+
     def format(self) -> str:
         if len(self.problems) == 1:
             return f"{self.title}: {self.problems[0]}"
@@ -36,3 +41,7 @@ class DataError(SignrayError, ValueError):
     """A data file or label CSV breaks a rule."""
 
     default_title = "invalid data"
+
+
+def _rebuild(cls: type[SignrayError], problems: list[str], title: str) -> SignrayError:
+    return cls(problems, title=title)

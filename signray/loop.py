@@ -66,9 +66,14 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
 
 
 def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
-    """AdamW over the model's trainable parameters."""
+    """AdamW over the model's trainable parameters, fused where torch has the kernel.
+
+    The fused step is ~3x faster than the default per-parameter loop on CPU (~6 -> 2 ms for the
+    reference transformer; benchmarks/RESULTS.md).
+    """
     params = [p for p in model.parameters() if p.requires_grad]
-    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    fused = all(p.device.type in ("cpu", "cuda") for p in params) or None
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
 
 
 def build_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer):

@@ -13,12 +13,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import io
+import logging
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +43,7 @@ __all__ = [
     "SearchReport",
     "collect_trials",
     "load_results",
+    "quiet_missing_results",
     "trial_status",
     "write_trials_csv",
     "find_best_checkpoint",
@@ -153,9 +156,27 @@ def load_results(experiment_dir: str | os.PathLike, metric: str = "val_gloss_acc
     """
     from ray.tune import ExperimentAnalysis, ResultGrid
 
-    analysis = ExperimentAnalysis(os.fspath(experiment_dir), default_metric=metric,
-                                  default_mode=mode)
-    return ResultGrid(analysis)
+    with quiet_missing_results():
+        analysis = ExperimentAnalysis(os.fspath(experiment_dir), default_metric=metric,
+                                      default_mode=mode)
+        return ResultGrid(analysis)
+
+
+@contextlib.contextmanager
+def quiet_missing_results() -> Iterator[None]:
+    """Mute Ray's warning for trials without results.
+
+    A trial that had not started when the search was interrupted (PENDING at Ctrl-C) has no
+    results yet; Ray warns about it with a FileNotFoundError whenever it reads the experiment,
+    which reads like a failure. The summary shows such a trial as UNFINISHED instead.
+    """
+    log = logging.getLogger("ray.tune.analysis.experiment_analysis")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 def collect_trials(grid, param_names: Sequence[str], *, experiment_dir: Path,

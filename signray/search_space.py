@@ -33,7 +33,9 @@ and so must every *combination* of them: a space whose fields are valid one by o
 together (``n_heads`` that does not divide ``d_model``) is rejected, so trials never sample an
 unbuildable config. For heads/width pairs, prefer choices that are all compatible (widths that
 are multiples of every head count). Continuous ranges are checked at their ends; the rules on
-them are ranges too, so that covers every value in between.
+them are ranges too, so that covers every value in between. Large integer ranges are also checked
+next to their ends, which catches divisibility rules (``d_model: randint 16..64`` with
+``n_heads: 4`` is refused: it can sample 17).
 
 Fields the tune command sets itself (model, data paths, output_dir, resume, ray_workers, use_gpu,
 num_threads, smoke_test, epochs) are rejected here: give them as flags.
@@ -51,9 +53,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from signray.config import TrainConfig, resolve_config
+from signray.config import TrainConfig, read_yaml, resolve_config
 from signray.errors import ConfigError
 from signray.models import arch_fields, list_models
 
@@ -133,9 +133,22 @@ class Param:
         return None
 
     def representatives(self) -> list[Any]:
-        """Values whose validity implies every sample's: the grid, or the two ends of a range."""
+        """Values whose validity implies every sample's: the grid, or the two ends of a range.
+
+        A large integer range also gives the values next to its ends: two consecutive integers
+        are never both multiples of a divisor >= 2, so a divisibility rule (``n_heads`` divides
+        ``d_model``, a batch splits across workers) that some samples break is caught here
+        instead of failing those trials.
+        """
         grid = self.grid()
-        return grid if grid is not None else [self._cast(self.low), self._cast(self.high)]
+        if grid is not None:
+            return grid
+        ends = [self._cast(self.low), self._cast(self.high)]
+        if not self.integer:
+            return ends
+        step = int(self.q) if self.distribution == "quniform" else 1
+        inner = [self._cast(self.low + step), self._cast(self.high - step)]
+        return list(dict.fromkeys([ends[0], *inner, ends[1]]))
 
     def _cast(self, value: float) -> Any:
         return int(round(value)) if self.kind == "int" else float(value)
@@ -260,10 +273,7 @@ def load_search_space(
     source = str(path)
     if not path.is_file():
         raise ConfigError([f"search space file {path} does not exist"])
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError([f"{path} is not valid YAML: {err}"]) from None
+    data = read_yaml(path)
     return parse_search_space(data, model, base, source=source)
 
 
@@ -460,7 +470,11 @@ def _parse_distribution(
 def _label(param: Param, value: Any) -> str:
     if param.distribution == "choice" or param.grid() is not None:
         return f"value {value!r}"
-    return f"{'low' if value == param._cast(param.low) else 'high'}={value!r}"
+    if value == param._cast(param.low):
+        return f"low={value!r}"
+    if value == param._cast(param.high):
+        return f"high={value!r}"
+    return f"value {value!r}"
 
 
 def _check_values(params: Mapping[str, Param], start: TrainConfig) -> list[str]:

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from signray.checkpoint import checkpoint_paths, model_from_checkpoint
+from signray.checkpoint import checkpoint_paths, load_checkpoint, model_from_checkpoint
 from signray.cli import add_config_arguments, config_from_args, user_errors_exit
 from signray.config import TrainConfig, save_config
 from signray.data import build_loader
@@ -22,6 +22,7 @@ __all__ = [
     "main",
     "build_parser",
     "check_output_dir",
+    "check_resume",
     "evaluate_checkpoint",
     "write_learning_curve",
 ]
@@ -78,6 +79,36 @@ def check_output_dir(cfg: TrainConfig, *, overwrite: bool) -> None:
         raise ConfigError([f"`output_dir` {out} is not writable: {err.strerror}"]) from None
 
 
+def check_resume(cfg: TrainConfig, input_dim: int) -> None:
+    """Refuse a `--resume` checkpoint that cannot continue this run, before anything is written.
+
+    It is loaded with weights_only=True (a crafted pickle is refused, never run) and must be of
+    the same model, input width and architecture.
+    """
+    if cfg.resume is None:
+        return
+    state = load_checkpoint(cfg.resume)
+    where = f"`--resume` {cfg.resume}"
+    saved_model = state.get("model_name")
+    if saved_model != cfg.model:
+        raise ConfigError(
+            [f"{where} is a checkpoint of model {saved_model!r}, but the run is for {cfg.model!r}"]
+        )
+    saved = state.get("config") or {}
+    problems = [
+        f"{where} was trained with {name}={saved[name]!r}, but the config has {name}={value!r}"
+        for name, value in cfg.arch.items()
+        if name in saved and saved[name] != value
+    ]
+    if int(state.get("input_dim", input_dim)) != input_dim:
+        problems.append(
+            f"{where} was trained on D={state['input_dim']} features per frame, but the data "
+            f"has D={input_dim}"
+        )
+    if problems:
+        raise ConfigError(problems)
+
+
 def evaluate_checkpoint(path: Path, val, batch_size: int) -> dict[str, float]:
     """Reload a saved checkpoint and evaluate it on the whole split in this process."""
     model, cfg, _ = model_from_checkpoint(path)
@@ -113,6 +144,7 @@ def _run_ray(cfg: TrainConfig, data, args) -> LoopResult:
 def run(cfg: TrainConfig, args: argparse.Namespace) -> LoopResult:
     check_output_dir(cfg, overwrite=args.overwrite)
     data = load_inputs(cfg)  # every data problem surfaces here, before any Ray start
+    check_resume(cfg, data[0].feature_dim)  # before anything in output_dir is replaced
     save_config(cfg, Path(cfg.output_dir) / "config.yaml")
     train, val = data
     print(

@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
+import shlex
 import shutil
 import sys
 import time
@@ -273,7 +275,9 @@ def _plan_new(args: argparse.Namespace) -> _Plan:
         problems.append(f"`--name` must be a plain folder name, but got {name!r}")
     storage = Path(args.storage_path).expanduser().resolve()
     experiment = storage / name
-    if experiment.exists() and any(experiment.iterdir()):
+    if problem := _unwritable(storage, "--storage-path"):
+        problems.append(problem)
+    elif experiment.exists() and any(experiment.iterdir()):
         problems.append(
             f"experiment folder {experiment} already exists: add --resume to continue it, or "
             "choose another --name"
@@ -281,6 +285,19 @@ def _plan_new(args: argparse.Namespace) -> _Plan:
     if problems:
         raise ConfigError(problems)
     return _Plan(cfg, space, space_file, options, name, storage, resumed=False)
+
+
+def _unwritable(folder: Path, flag: str) -> str | None:
+    """Why `folder` cannot be created or written to (asked of its nearest existing ancestor,
+    so that checking creates nothing); None when it can."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"`{flag}` {folder} cannot be created: {existing} is a file, not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"`{flag}` {folder} is not writable: {existing} does not allow writing"
+    return None
 
 
 def _plan_resume(args: argparse.Namespace) -> _Plan:
@@ -330,12 +347,11 @@ def _save_state(plan: _Plan) -> None:
 
 
 def _resume_command(plan: _Plan, args: argparse.Namespace) -> str:
-    cmd = (
-        f"python -m signray.tune --resume --name {plan.name} --storage-path {plan.storage_path}"
-    )
+    words = ["python", "-m", "signray.tune", "--resume", "--name", plan.name,
+             "--storage-path", str(plan.storage_path)]
     if args.address:
-        cmd += f" --address {args.address}"
-    return cmd
+        words += ["--address", args.address]
+    return shlex.join(words)  # pasteable even when a path has spaces
 
 
 def _concurrency_warning(o: dict[str, Any]) -> str | None:
@@ -376,7 +392,7 @@ def run(args: argparse.Namespace) -> int:
     from signray.launch.cluster import init_ray
     from signray.launch.search import SearchOptions, build_tuner, restore_tuner
     from signray.launch.trial import TRAIN_RUNS_DIR, TrialSetup
-    from signray.results import format_summary, write_outputs
+    from signray.results import format_summary, quiet_missing_results, write_outputs
 
     init_ray(args.address, dashboard_host=args.dashboard_host, dashboard_port=args.dashboard_port)
     if opts_fit_warning := _concurrency_warning(o):
@@ -417,7 +433,8 @@ def run(args: argparse.Namespace) -> int:
         tuner = restore_tuner(plan.experiment_dir, setup, refs)
     start = time.perf_counter()
     try:
-        tuner.fit()
+        with quiet_missing_results():
+            tuner.fit()
     except KeyboardInterrupt:  # a second Ctrl-C skips Tune's final save
         print(f"\ninterrupted; continue with:\n  {_resume_command(plan, args)}", flush=True)
         return 130

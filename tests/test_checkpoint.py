@@ -40,8 +40,17 @@ def test_crafted_pickle_is_refused_not_executed(tmp_path, monkeypatch):
     path = tmp_path / "evil.pt"
     with path.open("wb") as f:
         pickle.dump({"format": 1, "model": _Evil()}, f)
-    with pytest.raises(ConfigError, match="weights_only=True"):
+    with pytest.raises(ConfigError, match="weights_only=True") as info:
         load_checkpoint(path)
+    assert not (tmp_path / "pwned").exists()
+    assert "weights_only` set to `False`" not in str(info.value)  # no advice to run it anyway
+
+
+def test_crafted_torch_checkpoint_is_refused_with_the_reason(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    torch.save({"format": 1, "model": _Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(ConfigError, match="unsupported GLOBAL posix.system"):
+        load_checkpoint(tmp_path / "evil.pt")
     assert not (tmp_path / "pwned").exists()
 
 

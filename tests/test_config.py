@@ -63,6 +63,7 @@ def test_unknown_model():
         ({"n_heads": 3}, "n_heads"),
         ({"label_smoothing": 1.0}, "label_smoothing"),
         ({"prefetch_factor": 2}, "num_workers"),
+        ({"batch_size": 7, "ray_workers": 2}, "divisible by `ray_workers`"),
     ],
 )
 def test_rules(values, needle):
@@ -95,3 +96,28 @@ def test_defaults_are_valid():
     assert (
         yaml.safe_load(yaml.safe_dump(config_to_flat(resolve_config({}))))["model"] == "transformer"
     )
+
+
+def test_yaml_errors_name_the_line_and_refuse_python_tags(tmp_path):
+    evil = tmp_path / "evil.yaml"
+    evil.write_text("epochs: 3\nlr: !!python/object/apply:os.system ['touch pwned']\n")
+    with pytest.raises(ConfigError) as info:
+        load_config_file(evil)
+    assert f"{evil} line 2, column 5" in str(info.value)
+    assert "!!python/object/apply:os.system is not allowed" in str(info.value)
+    binary = tmp_path / "model.pt"
+    binary.write_bytes(b"\x80\x02\xff\xfe")
+    with pytest.raises(ConfigError, match="cannot be read as a YAML text file"):
+        load_config_file(binary)
+
+
+def test_user_errors_survive_pickling_unchanged():
+    """Ray pickles a trial's exception to the driver; the message must not grow a prefix."""
+    import pickle
+
+    from signray.errors import DataError
+
+    error = ConfigError(["a", "b"], title="invalid configuration in x.yaml")
+    again = pickle.loads(pickle.dumps(pickle.loads(pickle.dumps(error))))
+    assert str(again) == str(error) and again.problems == ["a", "b"]
+    assert type(pickle.loads(pickle.dumps(DataError("bad")))) is DataError

@@ -72,6 +72,8 @@ def test_readme_walkthrough_runs(tmp_path):
     for module, *args in readme_commands():
         if "--smoke-test" in args:
             continue  # the main job: run by tests/test_tune.py
+        if "--address" in args:
+            continue  # needs a multi-node cluster: tests/integration/test_multinode.py
         extra = shlex.split(TINY.get(module, ""))
         proc = subprocess.run(
             [sys.executable, "-m", module, *args, *extra],

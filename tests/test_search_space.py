@@ -257,3 +257,16 @@ def test_fixed_values_apply_to_the_base():
     base = space.apply_fixed(TrainConfig())
     assert base.lr == 0.01 and base.arch["pool"] == "max"
     assert space.params == {}
+
+
+def test_large_integer_ranges_are_checked_next_to_their_ends(tmp_path):
+    """Divisibility rules are not ranges: 16..64 ends are fine but 17 is not (odd d_model)."""
+    text, problems = _problems(
+        tmp_path, {"space": {"d_model": {"distribution": "randint", "low": 16, "high": 64},
+                             "n_heads": 4}}
+    )
+    assert "`d_model`: value 17 is invalid" in text
+    ok = parse_search_space(
+        {"space": {"d_model": {"distribution": "quniform", "low": 16, "high": 512, "q": 16},
+                   "n_heads": {"distribution": "choice", "values": [2, 4]}}}, "transformer")
+    assert ok.params["d_model"].representatives() == [16, 32, 496, 512]

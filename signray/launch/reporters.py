@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import ray
 from ray.train import Checkpoint
 
 from signray.checkpoint import load_checkpoint, save_checkpoint
@@ -48,16 +49,23 @@ class RayReporter:
         self.fallback_resume = fallback_resume
         self._start = time.perf_counter()
         self._reported = 0
+        self.node_id = ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
 
     def resume_state(self) -> dict[str, Any] | None:
         checkpoint = self.get_checkpoint_fn()
         if checkpoint is None:
             return load_checkpoint(self.fallback_resume) if self.fallback_resume else None
         with checkpoint.as_directory() as folder:
-            return load_checkpoint(Path(folder) / STATE_FILE)
+            state = load_checkpoint(Path(folder) / STATE_FILE)
+        if self.rank == 0:  # a retried or resumed trial says where it picks up
+            print(f"resuming from the checkpoint of epoch {state['epoch']}", flush=True)
+        return state
 
     def report(self, metrics: dict[str, float], state: StateFn, *, is_best: bool) -> None:
         self._reported += 1
+        # Which Ray node ran this epoch (rank 0's, for Train runs): on a cluster whose nodes
+        # share an IP (several per host, or NAT) Tune's own `node_ip`/`hostname` cannot tell.
+        metrics = {**metrics, "node_id": self.node_id}
         epoch = int(metrics["epoch"])
         save = self.rank == 0 and (
             is_best or epoch % self.checkpoint_every == 0 or epoch == self.total_epochs

@@ -5,10 +5,11 @@ The Ray tests share one 2-CPU cluster (the `ray_cluster` fixture) and use the sm
 
 from __future__ import annotations
 
-import csv
 import glob
 import json
 import pickle
+import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -18,12 +19,15 @@ from pathlib import Path
 import pytest
 import yaml
 from optuna.trial import TrialState
+from ray.tune import Tuner
+from rayhelpers import trial_rows as _rows
+from rayhelpers import wait_resources_released as _wait_resources_released
 
 from signray.checkpoint import load_checkpoint
 from signray.launch.search import PruningAwareOptunaSearch
 from signray.results import DONE_DIR
 from signray.search_space import parse_search_space, to_tune
-from signray.tune import SMOKE
+from signray.tune import SMOKE, STATE_FILE
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -103,26 +107,6 @@ def test_repeated_epochs_after_a_retry_keep_the_first_value():
 
 
 # ---------------------------------------------------------------- real Ray searches (slow)
-
-
-def _rows(experiment: Path) -> list[dict]:
-    with (experiment / "trials.csv").open() as f:
-        return list(csv.DictReader(f))
-
-
-def _wait_resources_released(ray, timeout: float = 60.0) -> None:
-    from ray.util.state import list_placement_groups
-
-    total = ray.cluster_resources()["CPU"]
-    deadline = time.time() + timeout
-    while True:
-        live = list_placement_groups(filters=[("state", "!=", "REMOVED")])
-        free = ray.available_resources().get("CPU", 0)
-        if not live and free == total:
-            return
-        if time.time() > deadline:
-            pytest.fail(f"resources not released: placement groups {live}, {free}/{total} CPUs")
-        time.sleep(1)
 
 
 def _tune(*args) -> int:
@@ -257,11 +241,14 @@ def test_resume_after_interrupt_runs_exactly_num_samples(ray_cluster, tmp_path):
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130, out[-3000:]
-    assert "--resume --name res" in out
-
-    resumed = subprocess.run([*cmd[:3], "--resume", "--name", "res", "--storage-path",
-                              str(tmp_path), "--address", ray_cluster], cwd=ROOT,
-                             capture_output=True, text=True, timeout=300)
+    assert not re.search(r"^Traceback", out, re.M), out[-3000:]  # the driver's own output
+    assert (experiment / STATE_FILE).is_file() and Tuner.can_restore(str(experiment))
+    # The command it printed, run as printed (with this venv's python), finishes the search.
+    printed = re.search(r"^\s*(python -m signray.tune --resume .*)$", out, re.M)
+    assert printed and "--name res" in printed.group(1), out[-3000:]
+    resume_cmd = [sys.executable, *shlex.split(printed.group(1))[1:]]
+    assert resume_cmd[-2:] == ["--address", ray_cluster]
+    resumed = subprocess.run(resume_cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     rows = _rows(experiment)
     assert len(rows) == 3 and {r["status"] for r in rows} == {"TERMINATED"}

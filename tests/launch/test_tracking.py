@@ -10,8 +10,8 @@ pytestmark = [
 ]
 
 
-def test_tensorboard_and_mlflow_from_a_tiny_tune_run(tmp_path, monkeypatch, assert_png):
-    ray = pytest.importorskip("ray")
+def test_tensorboard_and_mlflow_from_a_tiny_tune_run(tmp_path, monkeypatch, assert_png,
+                                                     ray_cluster):
     mlflow = pytest.importorskip("mlflow")
     from ray import tune
 
@@ -25,22 +25,20 @@ def test_tensorboard_and_mlflow_from_a_tiny_tune_run(tmp_path, monkeypatch, asse
 
     monkeypatch.chdir(tmp_path)  # anything written relative to the CWD would show up here
     exp = tmp_path / "results" / "exp"
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
-    try:
-        tuner = tune.Tuner(
-            trainable,
-            param_space={"lr": tune.grid_search([0.1, 0.2])},
-            tune_config=tune.TuneConfig(metric="val_gloss_acc", mode="max"),
-            run_config=tune.RunConfig(
-                name="exp",
-                storage_path=str(exp.parent),
-                callbacks=tracking_callbacks(exp, mlflow=True),
-                verbose=0,
-            ),
-        )
-        results = tuner.fit()
-    finally:
-        ray.shutdown()
+    # The session's test cluster: a second ray.init in this process would fail, and a
+    # ray.shutdown here would stop the cluster every later Ray test uses.
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"lr": tune.grid_search([0.1, 0.2])},
+        tune_config=tune.TuneConfig(metric="val_gloss_acc", mode="max"),
+        run_config=tune.RunConfig(
+            name="exp",
+            storage_path=str(exp.parent),
+            callbacks=tracking_callbacks(exp, mlflow=True),
+            verbose=0,
+        ),
+    )
+    results = tuner.fit()
     assert not results.errors
 
     events = sorted(exp.glob("*/events.out.tfevents.*"))

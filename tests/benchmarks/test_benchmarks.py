@@ -1,0 +1,115 @@
+"""Every benchmark runs in its --tiny configuration and writes a well-formed result.
+
+No timing is asserted: the figures of a tiny run mean nothing. Each benchmark runs as the command
+a user types (`python -m benchmarks.NAME --tiny`), so Ray clusters and torch thread settings
+never leak between them or into other tests.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from signray.launch.cluster import LOOPBACK_ENV
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _run(name: str, tmp_path: Path, *extra: str) -> dict:
+    out = tmp_path / f"{name}.json"
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "SIGNRAY_BENCH_CACHE": str(tmp_path / "cache"),
+        LOOPBACK_ENV: "0",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", f"benchmarks.{name}", "--tiny", "--out", str(out), *extra],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    record = json.loads(out.read_text())
+    assert record["benchmark"] == name and record["tiny"] is True
+    assert record["command"].startswith(f"python -m benchmarks.{name}")
+    assert record["machine"]["cores"] >= 1 and record["machine"]["cpu"]
+    assert record["date"]
+    assert record["targets"], "every benchmark states its targets"
+    for row in record["targets"]:
+        assert set(row) == {"name", "measured", "target", "met"}
+        assert isinstance(row["met"], bool) and math.isfinite(row["measured"])
+    return record["results"]
+
+
+def _positive(value) -> bool:
+    return isinstance(value, (int, float)) and value > 0 and math.isfinite(value)
+
+
+def test_throughput(tmp_path):
+    results = _run("throughput", tmp_path)
+    for model in ("transformer", "iv3_gru"):
+        r = results[model]
+        assert _positive(r["ratio"])
+        for contestant in ("naive", "signray"):
+            assert _positive(r[contestant]["median_frames_per_s"])
+            assert all(f > 0 for f in r[contestant]["frames_per_rep"])
+
+
+def test_flops(tmp_path):
+    results = _run("flops", tmp_path)
+    assert _positive(results["training_gflop_real_frames"])
+    assert 0 < results["fraction_of_fp32_gemm_peak"]
+    assert results["padding_overhead"] >= 0
+    assert {"step_fp32", "gemm_fp32", "gemm_fp32_onednn"} <= set(results["gflops_per_s"])
+    assert all(_positive(v) for v in results["gflops_per_s"].values())
+    shares = results["step_time_breakdown"]
+    assert math.isclose(sum(shares.values()), 1.0) and shares["gemm"] > 0
+
+
+def test_training_flops_formula():
+    from benchmarks.flops import training_flops
+    from signray.models import TransformerConfig
+
+    c = TransformerConfig(d_model=4, n_heads=2, depth=1, ff_dim=8, head_hidden=2)
+    # One clip of 3 frames, 5 inputs, 3 classes: forward 2*3*5*4 + 2*3*4*12 + 2*3*4*4
+    # + 4*3*4*8 + 4*9*4 + 2*(2*4*2 + 2*3) = 120 + 288 + 96 + 384 + 144 + 44 = 1076.
+    assert training_flops([3], c, input_dim=5, classes=3) == 3 * 1076
+
+
+@pytest.mark.slow
+def test_search_efficiency(tmp_path):
+    results = _run("search_efficiency", tmp_path)
+    r = results["1_worker"]
+    assert r["exit_code"] == 0 and r["trials"] == r["trials_reporting"] == 2
+    assert 0 < r["efficiency"] <= 1
+    assert r["start_overhead_s"]["median"] > 0 and 2 <= r["epochs"] <= 4  # ASHA may stop one
+    assert all(row["training_s"] > 0 for row in r["per_trial"])
+
+
+@pytest.mark.slow
+def test_search_quality(tmp_path):
+    results = _run("search_quality", tmp_path)
+    for method in ("random_fifo", "optuna_asha", "optuna_standalone"):
+        seed = results[method]["per_seed"]["0"]
+        assert 0 <= seed["best_val_gloss_acc"] <= 1 and seed["epochs"] == 4
+        assert _positive(seed["wall_s"])
+    assert "reach_fifo_best_fraction" in results["optuna_asha"]
+
+
+@pytest.mark.slow
+def test_memory(tmp_path):
+    results = _run("memory", tmp_path)
+    for n in (1, 2):
+        r = results[f"{n}_concurrent"]
+        assert r["reps"][0]["exit_code"] == 0
+        assert r["median_peak_pss_mb"] > 50 and r["median_peak_rss_mb"] >= r["median_peak_pss_mb"]
+    assert _positive(results["ratio_pss"])

@@ -1,0 +1,206 @@
+"""`python -m signray.tune --address ...` on a real two-node Ray cluster on this machine.
+
+The cluster (tests/integration/cluster_node.py) has a head node and a worker node, one CPU each,
+both on 127.0.0.1, each with its own raylet, object store and node id; the experiment folder
+(``--storage-path``) is the storage both nodes share. Trials report the id of the node they ran
+on (``node_id`` in result.json), so placement is asserted from what the trials recorded.
+
+DDP correctness (a 2-worker run's first-epoch loss equals a 1-worker run's, and the reported val
+metrics equal a single-process evaluation of the saved checkpoint) is tested in
+tests/launch/test_ray_train.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from rayhelpers import (
+    ROOT,
+    Driver,
+    get_psutil,
+    result_records,
+    trial_dirs,
+    trial_rows,
+    wait_until,
+)
+
+from signray.checkpoint import load_checkpoint
+from signray.launch.cluster import LOOPBACK_ENV
+from signray.launch.trial import TRAIN_RUNS_DIR
+
+pytestmark = pytest.mark.slow
+
+NODE_SCRIPT = Path(__file__).with_name("cluster_node.py")
+TINY_TX = ["--model", "transformer", "--smoke-test", "--d-model", 16, "--n-heads", 2,
+           "--depth", 1, "--ff-dim", 32, "--head-hidden", 16, "--batch-size", 8]
+
+
+class TwoNodes:
+    """Drives cluster_node.py: a head and a worker node in their own RAY_TMPDIR."""
+
+    def __init__(self) -> None:
+        # Short: Ray's unix sockets live below it and their paths are limited to 107 bytes.
+        self.tmp = Path(tempfile.mkdtemp(prefix="srmn-", dir="/tmp"))
+        self.env = {"RAY_TMPDIR": str(self.tmp), LOOPBACK_ENV: "0"}
+        self.log = (self.tmp / "cluster.log").open("w")
+        self.proc = subprocess.Popen(
+            [sys.executable, str(NODE_SCRIPT)], cwd=ROOT, stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=self.log, text=True, env={**os.environ, **self.env},
+        )
+        self._messages: queue.Queue = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+        info = self._next(timeout=180)
+        self.address, self.head, self.worker = info["address"], info["head"], info["worker"]
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            if line.startswith("@@"):
+                self._messages.put(json.loads(line[2:]))
+        self._messages.put(None)
+
+    def _next(self, timeout: float) -> dict:
+        try:
+            message = self._messages.get(timeout=timeout)
+        except queue.Empty:
+            message = None
+        if message is None:
+            self.log.flush()
+            pytest.fail("the test cluster stopped answering:\n"
+                        + (self.tmp / "cluster.log").read_text()[-3000:])
+        return message
+
+    def ask(self, command: str, timeout: float = 120) -> dict:
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        return self._next(timeout)
+
+    def own_processes(self) -> list:
+        """Live processes started for this cluster (they inherited its RAY_TMPDIR)."""
+        psutil = get_psutil()
+        found = []
+        for p in psutil.process_iter():
+            try:
+                if p.pid != self.proc.pid and p.environ().get("RAY_TMPDIR") == str(self.tmp):
+                    found.append(p)
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                continue
+        return found
+
+    def shutdown(self) -> list[str]:
+        """Stop the cluster; returns the processes that outlived it (then killed)."""
+        try:
+            if self.proc.poll() is None:
+                self.ask("quit", timeout=120)
+                self.proc.wait(timeout=60)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+        deadline = time.time() + 30
+        while (left := self.own_processes()) and time.time() < deadline:
+            time.sleep(1)
+        names = []
+        for p in left:
+            names.append(" ".join(p.cmdline())[:120])
+            p.kill()
+        self.log.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        return names
+
+
+@pytest.fixture(scope="module")
+def two_nodes():
+    cluster = TwoNodes()
+    try:
+        yield cluster
+    finally:
+        leaked = cluster.shutdown()
+    assert not leaked, f"processes outlived the cluster: {leaked}"
+
+
+def _checkpoints(folder: Path) -> list[dict]:
+    folders = sorted(p for p in folder.glob("checkpoint_*") if p.is_dir())
+    return [load_checkpoint(p / "state.pt") for p in folders]
+
+
+def test_two_worker_trial_spans_both_nodes(two_nodes, tmp_path):
+    """DDP across the node boundary: one trial, 2 Ray Train workers, one CPU on each node."""
+    driver = Driver(*TINY_TX, "--single-run", "--epochs", 2, "--workers-per-trial", 2,
+                    "--cpus-per-trial", 2, "--storage-path", tmp_path, "--name", "ddp",
+                    "--address", two_nodes.address, env=two_nodes.env)
+    assert driver.wait(timeout=420) == 0, driver.tail()
+    experiment = tmp_path / "ddp"
+    (row,) = trial_rows(experiment)
+    assert row["status"] == "TERMINATED" and row["epochs"] == "2", row
+
+    workers = [a for a in two_nodes.ask("actors")["actors"] if a["class_name"] == "RayTrainWorker"]
+    assert {a["node_id"] for a in workers} == {two_nodes.head, two_nodes.worker}, workers
+
+    # Results and checkpoints are complete in the shared storage folder.
+    (trial,) = trial_dirs(experiment)
+    assert [r["epoch"] for r in result_records(trial)] == [1, 2]
+    assert {r["node_id"] for r in result_records(trial)} <= {two_nodes.head, two_nodes.worker}
+    (run,) = (experiment / TRAIN_RUNS_DIR).iterdir()
+    saved = _checkpoints(run)
+    assert 2 in {s["epoch"] for s in saved}, [s["epoch"] for s in saved]
+    best = load_checkpoint(experiment / "SignTransformer_best.pt")
+    assert best["config"]["ray_workers"] == 2
+    assert best["metrics"]["val_gloss_acc"] == pytest.approx(float(row["best_val_gloss_acc"]))
+
+
+def test_trials_use_both_nodes_and_survive_losing_one(two_nodes, tmp_path):
+    """Trials run on both nodes; the worker node then dies with a trial on it: that trial is
+    retried on the head from its latest checkpoint and the search completes."""
+    epochs = 40  # ~4 s of training per trial: a window to catch one mid-run on the worker
+    driver = Driver("--model", "iv3_gru", "--smoke-test", "--num-samples", 4, "--epochs", epochs,
+                    "--trial-scheduler", "fifo", "--max-concurrent", 2, "--max-failures", 1,
+                    "--storage-path", tmp_path, "--name", "lose", "--address", two_nodes.address,
+                    env=two_nodes.env)
+    experiment = tmp_path / "lose"
+
+    def trial_on_worker():
+        for trial in trial_dirs(experiment):
+            records = result_records(trial)
+            if records and records[-1]["node_id"] == two_nodes.worker \
+                    and 2 <= records[-1]["epoch"] <= epochs - 10:
+                return trial, records[-1]["epoch"]
+        return None
+
+    try:
+        victim, seen = wait_until(trial_on_worker, 300, "a trial training on the worker node",
+                                  driver, every=0.1)
+        two_nodes.ask("remove_worker")
+        code = driver.wait(timeout=420)
+    finally:
+        driver.kill()
+    assert code == 0, driver.tail()
+
+    rows = trial_rows(experiment)
+    assert len(rows) == 4 and {r["status"] for r in rows} == {"TERMINATED"}, rows
+    assert all(r["epochs"] == str(epochs) for r in rows), rows
+    used = {r["node_id"] for t in trial_dirs(experiment) for r in result_records(t)}
+    assert used == {two_nodes.head, two_nodes.worker}
+
+    records = result_records(victim)
+    restarts = [i for i, r in enumerate(records) if i and r["iterations_since_restore"] == 1]
+    assert len(restarts) == 1, [(r["epoch"], r["iterations_since_restore"]) for r in records]
+    before, after = records[restarts[0] - 1], records[restarts[0]]
+    assert before["node_id"] == two_nodes.worker and after["node_id"] == two_nodes.head
+    assert before["epoch"] >= seen
+    # Resumed from the checkpoint of the last epoch it reported, not from scratch.
+    assert after["epoch"] == before["epoch"] + 1, (before["epoch"], after["epoch"])
+    assert f"resuming from the checkpoint of epoch {before['epoch']}" in driver.output
+    assert sorted({r["epoch"] for r in records}) == list(range(1, epochs + 1))
+
+    for trial in trial_dirs(experiment):  # every trial's checkpoints are in the shared folder
+        assert epochs in {s["epoch"] for s in _checkpoints(trial)}, trial
+    assert load_checkpoint(experiment / "IV3GRU_best.pt")["model_name"] == "iv3_gru"

@@ -1,0 +1,146 @@
+"""Helpers shared by the Ray integration tests (tests/launch, tests/integration).
+
+Importable as ``rayhelpers`` from any test module: pytest puts ``tests/`` on ``sys.path`` for
+``tests/conftest.py``.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib
+import ipaddress
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TUNE = [sys.executable, "-m", "signray.tune"]
+
+
+def get_psutil():
+    """psutil: Ray ships it in ray/thirdparty_files and puts it on sys.path on import."""
+    import ray  # noqa: F401
+
+    return importlib.import_module("psutil")
+
+
+def trial_rows(experiment: Path) -> list[dict]:
+    """The rows of an experiment's trials.csv."""
+    with (experiment / "trials.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+def result_records(trial_dir: Path) -> list[dict]:
+    """Every result Tune recorded for a trial (its result.json), in order."""
+    path = trial_dir / "result.json"
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:  # a line being written right now
+            break
+    return records
+
+
+def trial_dirs(experiment: Path) -> list[Path]:
+    return sorted(p for p in experiment.glob("trial_*") if p.is_dir())
+
+
+def state_address(ray) -> str:
+    """The connected cluster's address, for the State API (`ray.util.state.list_*`).
+
+    Without one, the State API guesses from RAY_ADDRESS, /tmp/ray/ray_current_cluster or `ps`,
+    and on a machine running other Ray clusters it fails ("multiple active Ray instances") or
+    asks the wrong cluster.
+    """
+    return ray.get_runtime_context().gcs_address
+
+
+def wait_resources_released(ray, timeout: float = 60.0) -> None:
+    """Every placement group removed and every CPU free again on the connected cluster."""
+    from ray.util.state import list_placement_groups
+
+    total = ray.cluster_resources()["CPU"]
+    deadline = time.time() + timeout
+    while True:
+        live = list_placement_groups(address=state_address(ray),
+                                     filters=[("state", "!=", "REMOVED")])
+        free = ray.available_resources().get("CPU", 0)
+        if not live and free == total:
+            return
+        if time.time() > deadline:
+            pytest.fail(f"resources not released: placement groups {live}, {free}/{total} CPUs")
+        time.sleep(1)
+
+
+def is_loopback(ip: str) -> bool:
+    address = ipaddress.ip_address(ip)
+    mapped = getattr(address, "ipv4_mapped", None)
+    return (mapped or address).is_loopback
+
+
+class Driver:
+    """A `python -m signray.tune ...` subprocess whose output is collected as it runs."""
+
+    def __init__(self, *args, env: dict | None = None) -> None:
+        self.cmd = [*TUNE, *map(str, args)]
+        self.proc = subprocess.Popen(
+            self.cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env={**os.environ, **(env or {})},
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.append(line)
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def tail(self, n: int = 4000) -> str:
+        return self.output[-n:]
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def wait(self, timeout: float) -> int:
+        try:
+            code = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            pytest.fail(f"{' '.join(self.cmd)} did not finish in {timeout}s:\n{self.tail()}")
+        self._reader.join(timeout=10)
+        return code
+
+    def kill(self) -> None:
+        if self.alive():
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+
+
+def wait_until(condition, timeout: float, what: str, driver: Driver | None = None,
+               every: float = 0.2):
+    """Poll `condition()` until it returns something truthy (returned); fail after `timeout`."""
+    deadline = time.time() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if driver is not None and not driver.alive():
+            pytest.fail(f"the driver exited ({driver.proc.returncode}) before {what}:\n"
+                        f"{driver.tail()}")
+        if time.time() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}"
+                        + (f":\n{driver.tail()}" if driver else ""))
+        time.sleep(every)
