@@ -165,18 +165,20 @@ class InputNorm(nn.Module):
         self.register_buffer("std", torch.ones(dim))
 
     @torch.no_grad()
-    def fit(self, frames: np.ndarray, chunk: int = 65536) -> None:
+    def fit(self, frames: np.ndarray, chunk_bytes: int = 1 << 24) -> None:
         """Set the statistics from all training frames `(N, dim)`.
 
-        Accumulates in float64 chunk by chunk: no full-size copy of a (possibly read-only,
-        object-store-backed) multi-GB split.
+        Accumulates in float64 over chunks of ~`chunk_bytes` (16 MB): no full-size copy of a
+        (possibly read-only, object-store-backed) multi-GB split. Chunks are sized in bytes, not
+        rows: 65,536 rows of 2048-d features would be a 1 GB float64 temporary per trial.
         """
+        rows = max(1, chunk_bytes // (8 * max(frames.shape[1], 1)))
         total = np.zeros(frames.shape[1])
         squares = np.zeros(frames.shape[1])
-        for start in range(0, len(frames), chunk):
-            part = frames[start : start + chunk].astype(np.float64)
+        for start in range(0, len(frames), rows):
+            part = frames[start : start + rows].astype(np.float64)
             total += part.sum(0)
-            squares += np.square(part).sum(0)
+            squares += np.square(part, out=part).sum(0)
         n = max(len(frames), 1)
         mean = total / n
         var = np.maximum(squares / n - mean**2, 0.0)
