@@ -8,6 +8,7 @@ alike, and figures are medians over the repetitions.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import platform
@@ -57,7 +58,7 @@ def machine_info() -> dict[str, Any]:
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
-        "load_avg_at_start": os.getloadavg()[0],
+        "load_avg_at_end": os.getloadavg()[0],
     }
 
 
@@ -132,7 +133,9 @@ class TreeMemoryPoller:
     """
 
     def __init__(self, pid: int, interval_s: float = 0.2) -> None:
-        import psutil
+        import ray  # noqa: F401  (puts the psutil it bundles on sys.path)
+
+        psutil = importlib.import_module("psutil")
 
         self._root = psutil.Process(pid)
         self.interval_s = interval_s
@@ -143,7 +146,7 @@ class TreeMemoryPoller:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _sample(self) -> None:
-        import psutil
+        import psutil  # importable once __init__ has imported ray
 
         try:
             procs = [self._root, *self._root.children(recursive=True)]
