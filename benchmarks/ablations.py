@@ -149,7 +149,7 @@ class _Eval:
         self.loader = build_loader(ctx.split(ctx.model), batch_size=32, train=False)
 
     def __call__(self) -> tuple[int, float]:
-        from signray.engine import evaluate
+        from signray.training.steps import evaluate
 
         tic = time.perf_counter()
         with self.mode():

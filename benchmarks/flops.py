@@ -42,8 +42,8 @@ from benchmarks.throughput import (
     load_train_split,
     signray_config,
 )
-from signray.engine import train_one_epoch
 from signray.models import TransformerConfig
+from signray.training.steps import train_one_epoch
 
 __all__ = ["main", "training_flops", "gemm_rate"]
 

@@ -181,11 +181,11 @@ def instrumented_search(
 ) -> Iterator[None]:
     """Attach `clock` (and `stop`) to the Tuner that `signray.tune` builds.
 
-    `signray.launch.search.build_tuner` takes no callbacks or stopper, so they are added to the
+    The tune driver's `build_tuner` takes no callbacks or stopper, so they are added to the
     RunConfig of the Tuner it returns. `reuse_actors` turns on Tune's actor reuse (a what-if for
     the driver: `TuneConfig(reuse_actors=True)`).
     """
-    import signray.launch.search as search
+    import signray.tuning.driver as search
 
     original = search.build_tuner
 

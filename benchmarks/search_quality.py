@@ -10,7 +10,8 @@ training):
 - Optuna+ASHA: `python -m signray.tune` (TPE + ASHA, grace 1, reduction 2) with 24 samples,
   stopped (a Tune stopper) once B epochs have been reported;
 - Optuna standalone: one process, no Ray: Optuna TPE + MedianPruner asking for configs and
-  calling `signray.loop.train_loop` with a Reporter that reports every epoch to the Optuna trial
+  calling `signray.training.loop.train_loop` with a Reporter that reports every epoch to the
+  Optuna trial
   and raises `optuna.TrialPruned` when the pruner says so, until B epochs have been trained.
 
 The Ray searches run 2 trials at once on 1 CPU each; the standalone study runs one trial at a
@@ -87,21 +88,6 @@ class OptunaReporter:
             raise optuna.TrialPruned()
 
 
-def _optuna_distribution(param):
-    from optuna.distributions import (
-        CategoricalDistribution,
-        FloatDistribution,
-        IntDistribution,
-    )
-
-    log = param.distribution == "loguniform"
-    if param.distribution == "choice":
-        return CategoricalDistribution(list(param.values))
-    if param.integer:
-        return IntDistribution(int(param.low), int(param.high), log=log, step=int(param.q or 1))
-    return FloatDistribution(float(param.low), float(param.high), log=log, step=param.q)
-
-
 def run_standalone(
     root: Path, spec: dict[str, int], *, epochs: int, budget: int, seed: int, startup: int
 ) -> dict[str, Any]:
@@ -111,9 +97,9 @@ def run_standalone(
     from optuna.trial import TrialState
 
     from signray.config import resolve_config
-    from signray.inputs import load_inputs
-    from signray.loop import train_loop
-    from signray.search_space import load_search_space
+    from signray.config.search_space import load_search_space
+    from signray.training.inputs import load_inputs
+    from signray.training.loop import train_loop
 
     base = resolve_config(
         {
@@ -135,7 +121,7 @@ def run_standalone(
     )
     for point in space.points_to_evaluate:
         study.enqueue_trial(dict(point))
-    distributions = {name: _optuna_distribution(p) for name, p in space.params.items()}
+    distributions = dict(space.params)  # Optuna distributions already
     arrivals: list[tuple[float, float]] = []
     start = time.time()
     while len(arrivals) < budget:

@@ -41,9 +41,9 @@ from torch.utils.data import DataLoader, Dataset
 from benchmarks._common import CACHE_DIR, base_parser, interleaved, median, target, write_result
 from signray.config import TrainConfig, resolve_config
 from signray.data import PackedSplit, build_loader, load_split, write_dataset
-from signray.engine import LossWeights, train_one_epoch
-from signray.loop import build_optimizer
 from signray.models import build_model
+from signray.training.optim import build_optimizer
+from signray.training.steps import LossWeights, train_one_epoch
 
 __all__ = [
     "FULL_DATA",

@@ -1,7 +1,8 @@
-"""Command-line flags for every `TrainConfig` and architecture field, and the user-error exit.
+"""What every command shares: flags built from typed dataclasses, the output-folder flag, and the
+one path from a user error to ``error: ...`` on stderr and exit code 2.
 
-Flags are generated from the dataclasses, so a new config field is a new flag with no extra code.
-Only flags the user actually gives override the config file (defaults -> --config -> CLI).
+Flags are generated from dataclass fields (`signray.fields.flag` names them), so the same thing
+has the same flag in every command and a new field is a new flag with no extra code.
 """
 
 from __future__ import annotations
@@ -10,113 +11,108 @@ import argparse
 import contextlib
 import dataclasses
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
-from signray.config import TrainConfig, load_config_file, resolve_config
-from signray.engine import NonFiniteLossError
-from signray.errors import EXIT_USAGE, SignrayError
-from signray.models import arch_fields, list_models
+from signray.errors import EXIT_USAGE, NonFiniteLossError, SignrayError
+from signray.fields import coerce, field_types, flag
 
-__all__ = ["add_config_arguments", "config_from_args", "user_errors_exit", "SMOKE_EPOCHS"]
-
-SMOKE_EPOCHS = 2
-
-_HELP = {
-    "model": f"model to train: {', '.join(list_models())}",
-    "keypoints_train": "folder of per-clip keypoint .npz files (or a packed shard folder)",
-    "keypoints_val": "validation keypoints folder (per-clip or packed)",
-    "features_train": "folder of per-clip InceptionV3 feature .npz files (or packed)",
-    "features_val": "validation features folder (per-clip or packed)",
-    "labels_train_csv": "labels CSV with columns file,gloss,cat (0-based ids)",
-    "labels_val_csv": "validation labels CSV",
-    "kp_key": "npz key holding keypoints [T, D]",
-    "feature_key": "npz key holding features [T, 2048]; falls back to X",
-    "max_frames": "uniformly subsample clips longer than this many frames",
-    "bucket": "batch clips of similar length together (less padding)",
-    "batch_size": "global batch size (split across Ray workers)",
-    "grad_clip": "clip the gradient norm to this value (0 = off)",
-    "amp": "mixed precision: fp16 + GradScaler on CUDA, bf16 autocast on CPU",
-    "scheduler": "LR schedule: plateau (on val gloss acc), cosine, none",
-    "warmup_epochs": "linear warmup epochs before cosine decay",
-    "early_stop": "stop after this many epochs without val gloss acc improvement (0 = off)",
-    "output_dir": "where checkpoints, the CSV log and the resolved config go",
-    "resume": "checkpoint (*_last.pt) to continue from, up to --epochs in total",
-    "log_csv": "CSV log path (default: OUTPUT_DIR/{ModelName}_log.csv)",
-    "num_threads": "torch intra-op threads for this process",
-    "ray_workers": "1 trains in this process; N > 1 runs DDP under a Ray Train TorchTrainer",
-    "smoke_test": "train on tiny built-in synthetic data (no files needed)",
-    "pretrained_backbone": "iv3_gru backbone: load ImageNet weights (never downloaded)",
-}
+__all__ = [
+    "add_cluster_flags",
+    "add_dataclass_flags",
+    "add_output_dir_flag",
+    "given_values",
+    "run_command",
+    "user_errors_exit",
+]
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
+def _arg_type(name: str, ftype) -> Callable[[str], Any]:
+    """argparse type: the shared coercion, so `--epochs 2.5` reads like the same YAML mistake."""
+
+    def convert(text: str) -> Any:
+        value, problem = coerce(name, text, ftype)
+        if problem:
+            raise argparse.ArgumentTypeError(str(problem))
+        return value
+
+    convert.__name__ = ftype.base.__name__  # argparse names the type in its messages
+    return convert
 
 
-def _arg_type(f: dataclasses.Field):
-    kind = str(f.type).replace(" | None", "")
-    return {"int": int, "float": float, "str": str}.get(kind, str)
+def add_dataclass_flags(
+    group: argparse._ActionsContainer,
+    cls: type,
+    *,
+    help: Mapping[str, str] | None = None,
+    choices: Mapping[str, Iterable[str]] | None = None,
+    exclude: Iterable[str] = (),
+    seen: set[str] | None = None,
+) -> None:
+    """One flag per field of dataclass `cls`; flags not given stay unset (argparse.SUPPRESS).
 
-
-def _add_field(group, name: str, f: dataclasses.Field) -> None:
-    help_text = _HELP.get(name, name.replace("_", " "))
-    if str(f.type).startswith("bool"):
+    Unset flags let the caller layer defaults -> config file -> flags. Bools get ``--x/--no-x``.
+    `seen` skips fields another dataclass already added (two models share ``depth``).
+    """
+    help, choices, skip = help or {}, choices or {}, set(exclude)
+    types = field_types(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in skip or (seen is not None and f.name in seen) or f.name not in types:
+            continue
+        if seen is not None:
+            seen.add(f.name)
+        ftype = types[f.name]
+        if ftype.base is object:
+            continue
+        text = help.get(f.name, f.name.replace("_", " "))
+        if ftype.base is bool:
+            group.add_argument(
+                flag(f.name),
+                dest=f.name,
+                action=argparse.BooleanOptionalAction,
+                default=argparse.SUPPRESS,
+                help=text,
+            )
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else None
         group.add_argument(
-            _flag(name),
-            dest=name,
-            action=argparse.BooleanOptionalAction,
+            flag(f.name),
+            dest=f.name,
+            type=_arg_type(f.name, ftype),
+            choices=list(choices[f.name]) if f.name in choices else None,
             default=argparse.SUPPRESS,
-            help=help_text,
+            metavar=None if f.name in choices else f.name.upper(),
+            help=f"{text} (default: {default})",
         )
-        return
-    default = f.default if f.default is not dataclasses.MISSING else None
-    group.add_argument(
-        _flag(name),
-        dest=name,
-        type=_arg_type(f),
-        default=argparse.SUPPRESS,
-        metavar=name.upper(),
-        help=f"{help_text} (default: {default})",
-    )
 
 
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+def given_values(args: argparse.Namespace, cls: type) -> dict[str, Any]:
+    """The fields of `cls` the user gave as flags."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in vars(args).items() if k in names}
+
+
+def add_output_dir_flag(
+    parser: argparse._ActionsContainer, help: str, *, required: bool = False, default=None
+) -> None:
+    """``--output-dir`` (``--out`` still accepted) in every command that writes a folder."""
     parser.add_argument(
-        "--config",
-        metavar="FILE.yaml",
-        default=None,
-        help="YAML file of config fields (flat); flags given on the command line win",
+        "--output-dir", "--out", dest="output_dir", required=required, default=default, help=help
     )
-    run = parser.add_argument_group("training")
-    for f in dataclasses.fields(TrainConfig):
-        if f.name != "arch":
-            _add_field(run, f.name, f)
-    arch = parser.add_argument_group("model architecture (fields of the chosen --model)")
-    seen: set[str] = set()
-    for model in list_models():
-        for name, f in arch_fields(model).items():
-            if name not in seen:
-                seen.add(name)
-                _add_field(arch, name, f)
 
 
-def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) -> TrainConfig:
-    """defaults -> --config file -> flags that were given, validated once."""
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    for model in list_models():
-        known |= set(arch_fields(model))
-    given: dict[str, Any] = {k: v for k, v in vars(args).items() if k in known}
-    cfg = base or TrainConfig()
-    file_values = load_config_file(args.config) if args.config else {}
-    if file_values:
-        if "model" in given:
-            file_values["model"] = given["model"]
-        cfg = resolve_config(file_values, cfg, source=args.config)
-    smoke = given.get("smoke_test", cfg.smoke_test)
-    if smoke and "epochs" not in given and "epochs" not in file_values:
-        given["epochs"] = SMOKE_EPOCHS
-    return resolve_config(given, cfg, source="command-line flags")
+def add_cluster_flags(parser: argparse.ArgumentParser) -> None:
+    """``--address``, ``--dashboard-host``, ``--dashboard-port`` (train and tune)."""
+    c = parser.add_argument_group("cluster")
+    c.add_argument(
+        "--address",
+        default=None,
+        help="join a running Ray cluster (auto|HOST:PORT); default: start one here",
+    )
+    c.add_argument("--dashboard-host", default="127.0.0.1",
+                   help="interface the dashboard binds to (default 127.0.0.1; anything else "
+                   "exposes code execution to that network)")  # fmt: skip
+    c.add_argument("--dashboard-port", type=int, default=None, help="default: Ray's (8265)")
 
 
 @contextlib.contextmanager
@@ -133,3 +129,9 @@ def user_errors_exit() -> Iterator[None]:
     except NonFiniteLossError as err:
         print(f"error: training diverged: {err}", file=sys.stderr)
         raise SystemExit(1) from None
+
+
+def run_command(body: Callable[[], int | None]) -> int:
+    """Run a command's body under `user_errors_exit`; its return value is the exit code."""
+    with user_errors_exit():
+        return body() or 0

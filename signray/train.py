@@ -8,24 +8,19 @@ import sys
 import time
 from pathlib import Path
 
-from signray.checkpoint import checkpoint_paths, load_checkpoint, model_from_checkpoint
-from signray.cli import add_config_arguments, config_from_args, user_errors_exit
+from signray.cli import add_cluster_flags, run_command
 from signray.config import TrainConfig, save_config
-from signray.data import build_loader
-from signray.engine import LossWeights, evaluate
+from signray.config.flags import add_config_flags, config_from_args
+from signray.data import PackedSplit, build_loader
 from signray.errors import ConfigError
-from signray.inputs import load_inputs
-from signray.loop import LoopResult, train_loop
-from signray.reporting import FileReporter, batch_progress
+from signray.layout import RunFiles
+from signray.training.checkpoint import load_checkpoint, model_from_checkpoint
+from signray.training.inputs import load_inputs
+from signray.training.loop import LoopResult, resume_problems, train_loop
+from signray.training.reporters import FileReporter, batch_progress
+from signray.training.steps import LossWeights, evaluate
 
-__all__ = [
-    "main",
-    "build_parser",
-    "check_output_dir",
-    "check_resume",
-    "evaluate_checkpoint",
-    "write_learning_curve",
-]
+__all__ = ["build_parser", "check_output_dir", "evaluate_checkpoint", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train one sign-recognition model (transformer on keypoints, iv3_gru on "
         "InceptionV3 features).",
     )
-    add_config_arguments(parser)
+    add_config_flags(parser)
     parser.add_argument(
         "--overwrite",
         action="store_true",
@@ -47,27 +42,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="progress bar over each epoch's batches (default: on when stderr is a terminal)",
     )
     ray = parser.add_argument_group("Ray (only with --ray-workers > 1)")
-    ray.add_argument("--address", default=None, help="join this Ray cluster (auto|HOST:PORT)")
     ray.add_argument(
         "--storage-path", default="ray_results", help="where Ray Train keeps run state"
     )
     ray.add_argument("--cpus-per-worker", type=float, default=1.0)
-    ray.add_argument("--dashboard-host", default="127.0.0.1")
+    add_cluster_flags(parser)
     return parser
 
 
 def check_output_dir(cfg: TrainConfig, *, overwrite: bool) -> None:
     """Refuse to silently replace checkpoints of an earlier run."""
-    out = Path(cfg.output_dir)
+    files = RunFiles(cfg.output_dir, cfg.spec.class_name)
+    out = files.root
     if out.exists() and not out.is_dir():
         raise ConfigError([f"`output_dir` {out} exists and is not a folder"])
-    existing = [p for p in checkpoint_paths(out, cfg.spec.class_name) if p.exists()]
+    existing = [p for p in (files.best, files.last) if p.exists()]
     if existing and cfg.resume is None and not overwrite:
         raise ConfigError(
             [
                 f"{existing[0]} is already there from an earlier run; pass "
-                f"--resume {checkpoint_paths(out, cfg.spec.class_name)[1]} to continue it, "
-                "--overwrite to replace it, or another --output-dir"
+                f"--resume {files.last} to continue it, --overwrite to replace it, or another "
+                "--output-dir"
             ]
         )
     try:
@@ -79,37 +74,7 @@ def check_output_dir(cfg: TrainConfig, *, overwrite: bool) -> None:
         raise ConfigError([f"`output_dir` {out} is not writable: {err.strerror}"]) from None
 
 
-def check_resume(cfg: TrainConfig, input_dim: int) -> None:
-    """Refuse a `--resume` checkpoint that cannot continue this run, before anything is written.
-
-    It is loaded with weights_only=True (a crafted pickle is refused, never run) and must be of
-    the same model, input width and architecture.
-    """
-    if cfg.resume is None:
-        return
-    state = load_checkpoint(cfg.resume)
-    where = f"`--resume` {cfg.resume}"
-    saved_model = state.get("model_name")
-    if saved_model != cfg.model:
-        raise ConfigError(
-            [f"{where} is a checkpoint of model {saved_model!r}, but the run is for {cfg.model!r}"]
-        )
-    saved = state.get("config") or {}
-    problems = [
-        f"{where} was trained with {name}={saved[name]!r}, but the config has {name}={value!r}"
-        for name, value in cfg.arch.items()
-        if name in saved and saved[name] != value
-    ]
-    if int(state.get("input_dim", input_dim)) != input_dim:
-        problems.append(
-            f"{where} was trained on D={state['input_dim']} features per frame, but the data "
-            f"has D={input_dim}"
-        )
-    if problems:
-        raise ConfigError(problems)
-
-
-def evaluate_checkpoint(path: Path, val, batch_size: int) -> dict[str, float]:
+def evaluate_checkpoint(path: Path, val: PackedSplit, batch_size: int) -> dict[str, float]:
     """Reload a saved checkpoint and evaluate it on the whole split in this process."""
     model, cfg, _ = model_from_checkpoint(path)
     loader = build_loader(val, batch_size=batch_size, train=False)
@@ -118,15 +83,15 @@ def evaluate_checkpoint(path: Path, val, batch_size: int) -> dict[str, float]:
 
 
 def _run_ray(cfg: TrainConfig, data, args) -> LoopResult:
-    from signray.launch.cluster import init_ray
-    from signray.launch.ray_train import export_checkpoints, run_torch_trainer
+    from signray.tuning.cluster import init_ray
+    from signray.tuning.launcher import export_checkpoints, run_torch_trainer
 
-    init_ray(args.address, dashboard_host=args.dashboard_host)
+    init_ray(args.address, dashboard_host=args.dashboard_host, dashboard_port=args.dashboard_port)
     name = f"train-{cfg.model}-{time.strftime('%Y%m%d-%H%M%S')}"
     result = run_torch_trainer(
         cfg, data, storage_path=args.storage_path, name=name, cpus_per_worker=args.cpus_per_worker
     )
-    best, _ = export_checkpoints(result, cfg.output_dir, cfg.spec.class_name)
+    export_checkpoints(result, cfg.output_dir, cfg.spec.class_name)
     history = (
         result.metrics_dataframe.to_dict("records") if result.metrics_dataframe is not None else []
     )
@@ -142,10 +107,15 @@ def _run_ray(cfg: TrainConfig, data, args) -> LoopResult:
 
 
 def run(cfg: TrainConfig, args: argparse.Namespace) -> LoopResult:
+    files = RunFiles(cfg.output_dir, cfg.spec.class_name)
     check_output_dir(cfg, overwrite=args.overwrite)
     data = load_inputs(cfg)  # every data problem surfaces here, before any Ray start
-    check_resume(cfg, data[0].feature_dim)  # before anything in output_dir is replaced
-    save_config(cfg, Path(cfg.output_dir) / "config.yaml")
+    if cfg.resume is not None:  # before anything in output_dir is replaced
+        where = f"`--resume` {cfg.resume}"
+        problems = resume_problems(load_checkpoint(cfg.resume), cfg, data[0].feature_dim, where)
+        if problems:
+            raise ConfigError(problems)
+    save_config(cfg, files.config)
     train, val = data
     print(
         f"signray.train: model {cfg.model}, {len(train)} train / {len(val)} val clips, "
@@ -161,53 +131,43 @@ def run(cfg: TrainConfig, args: argparse.Namespace) -> LoopResult:
         log_csv=cfg.log_csv,
         resume=cfg.resume,
     )
-    progress = batch_progress(cfg.epochs, enabled=getattr(args, "progress", None))
+    progress = batch_progress(cfg.epochs, enabled=args.progress)
     return train_loop(cfg, reporter, data, progress=progress)
 
 
-def write_learning_curve(cfg: TrainConfig) -> Path | None:
-    """`{output_dir}/learning_curve.png` from the run's CSV log (None when there is no log)."""
-    from signray.report import plot_learning_curve  # matplotlib only when a run finishes
-
-    log = (
-        Path(cfg.log_csv)
-        if cfg.log_csv
-        else Path(cfg.output_dir) / f"{cfg.spec.class_name}_log.csv"
-    )
-    if not log.is_file():
-        return None
-    return plot_learning_curve(log, Path(cfg.output_dir) / "learning_curve.png")
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    start = time.perf_counter()
-    with user_errors_exit():
+    args = build_parser().parse_args(argv)
+
+    def body() -> int:
+        start = time.perf_counter()
         cfg = config_from_args(args)
         if cfg.resume is not None:
             cfg = dataclasses.replace(cfg, resume=str(Path(cfg.resume).resolve()))
         result = run(cfg, args)
-        best_path, _ = checkpoint_paths(cfg.output_dir, cfg.spec.class_name)
+        files = RunFiles(cfg.output_dir, cfg.spec.class_name)
         print(
             f"done in {time.perf_counter() - start:.1f}s: {result.epochs_run} epochs"
             f"{' (stopped early)' if result.stopped_early else ''}, best val_gloss_acc "
             f"{result.best_val_gloss_acc:.4f} at epoch {result.best_epoch}; best checkpoint "
-            f"{best_path}",
+            f"{files.best}",
             flush=True,
         )
-        curve = write_learning_curve(cfg)
-        if curve is not None:
-            print(f"learning curve: {curve}", flush=True)
+        log = Path(cfg.log_csv) if cfg.log_csv else files.log
+        if log.is_file():
+            from signray.analysis.figures import plot_learning_curve  # matplotlib only now
+
+            print(f"learning curve: {plot_learning_curve(log, files.learning_curve)}", flush=True)
         if cfg.smoke_test:
             _, val = load_inputs(cfg)
-            reloaded = evaluate_checkpoint(best_path, val, cfg.batch_size)
+            reloaded = evaluate_checkpoint(files.best, val, cfg.batch_size)
             print(
-                f"smoke test: reloaded {best_path.name}: val_gloss_acc "
+                f"smoke test: reloaded {files.best.name}: val_gloss_acc "
                 f"{reloaded['val_gloss_acc']:.4f}",
                 flush=True,
             )
-    return 0
+        return 0
+
+    return run_command(body)
 
 
 if __name__ == "__main__":

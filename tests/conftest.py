@@ -7,7 +7,7 @@ import os
 import pytest
 
 from signray.data import synthetic_splits
-from signray.launch.cluster import LOOPBACK_ENV
+from signray.tuning.cluster import LOOPBACK_ENV
 
 # Every Ray process a test starts (and its subprocesses) stays on 127.0.0.1.
 os.environ.setdefault(LOOPBACK_ENV, "0")
@@ -39,9 +39,9 @@ def tiny_run(tmp_path_factory):
 
     from signray.config import resolve_config
     from signray.data.synth import write_dataset
-    from signray.inputs import load_inputs
-    from signray.loop import train_loop
-    from signray.reporting import FileReporter
+    from signray.training.inputs import load_inputs
+    from signray.training.loop import train_loop
+    from signray.training.reporters import FileReporter
 
     root = write_dataset(
         tmp_path_factory.mktemp("tiny_data"),
@@ -114,7 +114,7 @@ def ray_cluster():
     """
     import ray
 
-    from signray.launch.cluster import init_ray
+    from signray.tuning.cluster import init_ray
 
     started = not ray.is_initialized()
     if started:

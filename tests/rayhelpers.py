@@ -71,8 +71,9 @@ def wait_resources_released(ray, timeout: float = 60.0) -> None:
     total = ray.cluster_resources()["CPU"]
     deadline = time.time() + timeout
     while True:
-        live = list_placement_groups(address=state_address(ray),
-                                     filters=[("state", "!=", "REMOVED")])
+        live = list_placement_groups(
+            address=state_address(ray), filters=[("state", "!=", "REMOVED")]
+        )
         free = ray.available_resources().get("CPU", 0)
         if not live and free == total:
             return
@@ -93,7 +94,11 @@ class Driver:
     def __init__(self, *args, env: dict | None = None) -> None:
         self.cmd = [*TUNE, *map(str, args)]
         self.proc = subprocess.Popen(
-            self.cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            self.cmd,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
             env={**os.environ, **(env or {})},
         )
         self.lines: list[str] = []
@@ -129,8 +134,9 @@ class Driver:
             self.proc.wait(timeout=30)
 
 
-def wait_until(condition, timeout: float, what: str, driver: Driver | None = None,
-               every: float = 0.2):
+def wait_until(
+    condition, timeout: float, what: str, driver: Driver | None = None, every: float = 0.2
+):
     """Poll `condition()` until it returns something truthy (returned); fail after `timeout`."""
     deadline = time.time() + timeout
     while True:
@@ -138,9 +144,12 @@ def wait_until(condition, timeout: float, what: str, driver: Driver | None = Non
         if value:
             return value
         if driver is not None and not driver.alive():
-            pytest.fail(f"the driver exited ({driver.proc.returncode}) before {what}:\n"
-                        f"{driver.tail()}")
+            pytest.fail(
+                f"the driver exited ({driver.proc.returncode}) before {what}:\n{driver.tail()}"
+            )
         if time.time() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}"
-                        + (f":\n{driver.tail()}" if driver else ""))
+            pytest.fail(
+                f"timed out after {timeout}s waiting for {what}"
+                + (f":\n{driver.tail()}" if driver else "")
+            )
         time.sleep(every)

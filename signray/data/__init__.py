@@ -8,14 +8,17 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from signray.data.datasets import LabelRow, load_split, read_labels, subsample_indices
+from signray.data.clips import read_clip, subsample_indices
+from signray.data.labels import LabelRow, read_labels
 from signray.data.packed import PackedSplit
+from signray.data.splits import load_split
 
 if TYPE_CHECKING:
     from signray.data.loader import Batch, ClipDataset, build_loader, collate_padded
     from signray.data.pack import pack_split
     from signray.data.samplers import BucketBatchSampler
-    from signray.data.synth import DIFFICULTIES, synthetic_splits, write_dataset
+    from signray.data.synth import write_dataset
+    from signray.data.synth_generator import DIFFICULTIES, synthetic_splits
 
 __all__ = [
     "DIFFICULTIES",
@@ -28,6 +31,7 @@ __all__ = [
     "collate_padded",
     "load_split",
     "pack_split",
+    "read_clip",
     "read_labels",
     "subsample_indices",
     "synthetic_splits",
@@ -42,8 +46,8 @@ _LAZY = {
     "collate_padded": "signray.data.loader",
     "BucketBatchSampler": "signray.data.samplers",
     "pack_split": "signray.data.pack",
-    "DIFFICULTIES": "signray.data.synth",
-    "synthetic_splits": "signray.data.synth",
+    "DIFFICULTIES": "signray.data.synth_generator",
+    "synthetic_splits": "signray.data.synth_generator",
     "write_dataset": "signray.data.synth",
 }
 

@@ -48,12 +48,6 @@ class Batch:
     def __len__(self) -> int:
         return int(self.x.shape[0])
 
-    @property
-    def padding_mask(self) -> torch.Tensor:
-        """``(B, T)`` bool, True where a frame is padding (the convention of attention masks)."""
-        steps = torch.arange(self.x.shape[1], device=self.lengths.device)
-        return steps[None, :] >= self.lengths[:, None]
-
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
         return Batch(
             *(t.to(device, non_blocking=non_blocking) for t in self._tensors()),

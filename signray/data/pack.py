@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m signray.data.pack --src DIR --labels CSV --out DIR --num-shards 8 \\
+    python -m signray.data.pack --src DIR --labels CSV --output-dir DIR --num-shards 8 \\
         [--key X2048 --key X] [--num-gloss 105 --num-cat 10] [--max-frames 300] [--overwrite]
 """
 
@@ -17,16 +17,17 @@ from pathlib import Path
 
 import numpy as np
 
-from signray.data._io import write_npz, write_text
-from signray.data._shards import (
+from signray.cli import add_output_dir_flag, run_command
+from signray.data.packed import PackedSplit
+from signray.data.shards import (
     FORMAT_NAME,
     FORMAT_VERSION,
     MANIFEST_NAME,
     shard_file_name,
 )
-from signray.data.datasets import load_split_with_key
-from signray.data.packed import PackedSplit
-from signray.errors import EXIT_USAGE, DataError
+from signray.data.splits import load_split_with_key
+from signray.errors import DataError
+from signray.io import write_npz, write_text
 
 __all__ = ["main", "pack_split", "shard_boundaries"]
 
@@ -128,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--src", required=True, type=Path, help="folder of per-clip .npz files")
     p.add_argument("--labels", required=True, type=Path, help="labels CSV (file,gloss,cat)")
-    p.add_argument("--out", required=True, type=Path, help="output folder for the shards")
+    add_output_dir_flag(p, "output folder for the shards", required=True)
     p.add_argument("--num-shards", type=int, default=8)
     p.add_argument(
         "--key",
@@ -144,37 +145,36 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point; a ``DataError`` is printed without a traceback and exits with code 2."""
     args = build_parser().parse_args(argv)
+    return run_command(lambda: _pack(args))
+
+
+def _pack(args: argparse.Namespace) -> int:
     keys = tuple(args.keys or ("X",))
-    try:
-        if args.num_shards < 1:
-            raise DataError(f"--num-shards is {args.num_shards} (expected a positive integer)")
-        out = args.out
-        if out.is_dir() and any(out.iterdir()) and not args.overwrite:
-            raise DataError(f"output folder {out} is not empty (pass --overwrite to replace it)")
-        split, key = load_split_with_key(
-            args.src,
-            args.labels,
-            keys=keys,
-            num_gloss=args.num_gloss,
-            num_cat=args.num_cat,
-            max_frames=args.max_frames,
-            split=args.src.name or "input",
-        )
-        pack_split(
-            split,
-            out,
-            args.num_shards,
-            key=key,
-            num_gloss=args.num_gloss,
-            num_cat=args.num_cat,
-            max_frames=args.max_frames,
-            overwrite=args.overwrite,
-        )
-    except DataError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    if args.num_shards < 1:
+        raise DataError(f"--num-shards is {args.num_shards} (expected a positive integer)")
+    out = Path(args.output_dir)
+    if out.is_dir() and any(out.iterdir()) and not args.overwrite:
+        raise DataError(f"output folder {out} is not empty (pass --overwrite to replace it)")
+    split, key = load_split_with_key(
+        args.src,
+        args.labels,
+        keys=keys,
+        num_gloss=args.num_gloss,
+        num_cat=args.num_cat,
+        max_frames=args.max_frames,
+        split=args.src.name or "input",
+    )
+    pack_split(
+        split,
+        out,
+        args.num_shards,
+        key=key,
+        num_gloss=args.num_gloss,
+        num_cat=args.num_cat,
+        max_frames=args.max_frames,
+        overwrite=args.overwrite,
+    )
     mib = split.nbytes / 2**20
     print(
         f"packed {len(split)} clips, {split.num_frames} frames, D = {split.feature_dim} "

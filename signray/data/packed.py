@@ -88,20 +88,6 @@ class PackedSplit:
         i %= n
         return self.frames[self.offsets[i] : self.offsets[i + 1]]
 
-    def subset(self, indices: Sequence[int] | np.ndarray) -> PackedSplit:
-        """A new packed split with the given clips in the given order (copies the frames)."""
-        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
-        if idx.size and (idx.min() < -len(self) or idx.max() >= len(self)):
-            raise IndexError(f"subset indices out of range for a split of {len(self)} clips")
-        idx %= max(len(self), 1)
-        return PackedSplit.from_clips(
-            [self.clip(int(i)) for i in idx],
-            self.gloss[idx],
-            self.cat[idx],
-            self.names[idx],
-            feature_dim=self.feature_dim,
-        )
-
     @classmethod
     def from_clips(
         cls,

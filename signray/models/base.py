@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import numbers
-import typing
 from collections.abc import Mapping
 from typing import Any
 
@@ -13,7 +11,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from signray.errors import ConfigError
+from signray.errors import ConfigError, Problem, fields_of
+from signray.fields import coerce, field_types
 
 __all__ = [
     "ArchConfig",
@@ -24,39 +23,6 @@ __all__ = [
     "dropout_problems",
     "positive_int_problems",
 ]
-
-
-@functools.cache
-def _field_types(cls: type) -> dict[str, type]:
-    """Resolve string annotations (PEP 563) once per config class."""
-    hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
-
-
-def _coerce(name: str, kind: type, value: Any) -> tuple[Any, str | None]:
-    """Return (value converted to `kind`, None) or (value, problem).
-
-    Search spaces hand out floats, so integral floats are accepted for int fields; bools are never
-    numbers here, because `depth=True` is always a mistake.
-    """
-    is_bool = isinstance(value, bool) or type(value).__name__ == "bool_"  # numpy.bool_ too
-    if kind is bool:
-        if is_bool:
-            return bool(value), None
-    elif kind is int:
-        if isinstance(value, numbers.Integral) and not is_bool:
-            return int(value), None
-        if isinstance(value, numbers.Real) and not is_bool and float(value).is_integer():
-            return int(value), None
-    elif kind is float:
-        if isinstance(value, numbers.Real) and not is_bool:
-            return float(value), None
-    elif kind is str:
-        if isinstance(value, str):
-            return value, None
-    else:  # pragma: no cover - guards against a config class using an unsupported type
-        raise TypeError(f"unsupported field type {kind!r} for `{name}`")
-    return value, f"`{name}` must be {kind.__name__}, but got {name}={value!r}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,10 +37,9 @@ class ArchConfig:
         problems: list[str] = []
         bad: set[str] = set()
         values: dict[str, Any] = {}
+        types = field_types(type(self))
         for f in dataclasses.fields(self):
-            value, problem = _coerce(
-                f.name, _field_types(type(self))[f.name], getattr(self, f.name)
-            )
+            value, problem = coerce(f.name, getattr(self, f.name), types[f.name])
             if problem is None:
                 object.__setattr__(self, f.name, value)
                 values[f.name] = value
@@ -84,14 +49,14 @@ class ArchConfig:
                 values[f.name] = f.default
         # Rules are checked on well-typed values; a rule naming a badly typed field is dropped.
         for problem in self.rule_problems(values):
-            if not any(f"`{name}`" in problem for name in bad):
+            if not bad & set(fields_of(problem)):
                 problems.append(problem)
         if problems:
             raise ConfigError(problems, title=f"invalid {type(self).__name__}")
 
     @classmethod
-    def rule_problems(cls, v: Mapping[str, Any]) -> list[str]:
-        """Return every broken architecture rule; `v` maps field names to well-typed values."""
+    def rule_problems(cls, v: Mapping[str, Any]) -> list[Problem]:
+        """Every broken architecture rule, each naming its fields; `v` holds well-typed values."""
         return []
 
     @classmethod
@@ -102,8 +67,11 @@ class ArchConfig:
         problems = []
         if unknown:
             problems.append(
-                f"unknown field(s) {', '.join(unknown)} for {cls.__name__}; "
-                f"valid fields: {', '.join(names)}"
+                Problem(
+                    f"unknown field(s) {', '.join(unknown)} for {cls.__name__}; "
+                    f"valid fields: {', '.join(names)}",
+                    unknown,
+                )
             )
         try:
             config = cls(**{k: v for k, v in values.items() if k in names})
@@ -114,16 +82,16 @@ class ArchConfig:
         return config
 
 
-def positive_int_problems(v: Mapping[str, Any], *names: str) -> list[str]:
+def positive_int_problems(v: Mapping[str, Any], *names: str) -> list[Problem]:
     """Problems for each named field that is not a positive int."""
-    return [f"`{n}` must be > 0, but got {n}={v[n]}" for n in names if v[n] <= 0]
+    return [Problem(f"`{n}` must be > 0, but got {n}={v[n]}", [n]) for n in names if v[n] <= 0]
 
 
-def dropout_problems(v: Mapping[str, Any], name: str = "dropout") -> list[str]:
+def dropout_problems(v: Mapping[str, Any], name: str = "dropout") -> list[Problem]:
     """A dropout of 1 zeroes everything, so the valid range is [0, 1)."""
     if 0.0 <= v[name] < 1.0:
         return []
-    return [f"`{name}` must satisfy 0 <= {name} < 1, but got {name}={v[name]}"]
+    return [Problem(f"`{name}` must satisfy 0 <= {name} < 1, but got {name}={v[name]}", [name])]
 
 
 def check_dims(input_dim: int, num_gloss: int, num_cat: int) -> None:

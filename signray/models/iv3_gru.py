@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
-from signray.errors import ConfigError
+from signray.errors import ConfigError, Problem
 from signray.models.base import (
     ArchConfig,
     CheckpointMixin,
@@ -48,12 +48,15 @@ class IV3GRUConfig(ArchConfig):
     freeze_backbone: bool = True
 
     @classmethod
-    def rule_problems(cls, v: Mapping[str, Any]) -> list[str]:
+    def rule_problems(cls, v: Mapping[str, Any]) -> list[Problem]:
         problems = positive_int_problems(v, "hidden1", "hidden2", "depth") + dropout_problems(v)
         if v["pretrained_backbone"] and not v["use_backbone"]:
             problems.append(
-                "`pretrained_backbone` needs `use_backbone`, but got pretrained_backbone=True, "
-                "use_backbone=False"
+                Problem(
+                    "`pretrained_backbone` needs `use_backbone`, but got "
+                    "pretrained_backbone=True, use_backbone=False",
+                    ["pretrained_backbone", "use_backbone"],
+                )
             )
         return problems
 

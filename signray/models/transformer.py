@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from signray.errors import Problem
 from signray.models.base import (
     ArchConfig,
     CheckpointMixin,
@@ -40,20 +41,32 @@ class TransformerConfig(ArchConfig):
     pool: str = "mean"
 
     @classmethod
-    def rule_problems(cls, v: Mapping[str, Any]) -> list[str]:
+    def rule_problems(cls, v: Mapping[str, Any]) -> list[Problem]:
         problems = positive_int_problems(v, "d_model", "n_heads", "depth", "ff_dim", "head_hidden")
         problems += dropout_problems(v)
         if v["d_model"] > 0 and v["n_heads"] > 0 and v["d_model"] % v["n_heads"]:
             problems.append(
-                f"`n_heads` must divide `d_model`, but got n_heads={v['n_heads']}, "
-                f"d_model={v['d_model']}"
+                Problem(
+                    f"`n_heads` must divide `d_model`, but got n_heads={v['n_heads']}, "
+                    f"d_model={v['d_model']}",
+                    ["n_heads", "d_model"],
+                )
             )
         if v["d_model"] % 2:
             problems.append(
-                f"`d_model` must be even for sinusoidal positions, but got d_model={v['d_model']}"
+                Problem(
+                    "`d_model` must be even for sinusoidal positions, but got "
+                    f"d_model={v['d_model']}",
+                    ["d_model"],
+                )
             )
         if v["pool"] not in POOLS:
-            problems.append(f"`pool` must be one of {', '.join(POOLS)}, but got pool={v['pool']!r}")
+            problems.append(
+                Problem(
+                    f"`pool` must be one of {', '.join(POOLS)}, but got pool={v['pool']!r}",
+                    ["pool"],
+                )
+            )
         return problems
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from signray.launch.cluster import LOOPBACK_ENV
+from signray.tuning.cluster import LOOPBACK_ENV
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -56,8 +56,6 @@ def test_collate_pads_with_zeros_and_masks() -> None:
     assert batch.gloss.tolist() == [4, 0, 2] and batch.cat.tolist() == [1, 0, 1]
     assert torch.equal(batch.x[1, 1:], torch.zeros(2, 2))
     assert torch.equal(batch.x[2, :2], torch.full((2, 2), 3.0))
-    expected_mask = [[False, False, False], [False, True, True], [False, False, True]]
-    assert batch.padding_mask.tolist() == expected_mask
     assert len(batch) == 3
     moved = batch.to("cpu")
     assert isinstance(moved, Batch) and torch.equal(moved.x, batch.x)
@@ -113,4 +111,4 @@ def test_pin_memory_with_cuda() -> None:
     batch = next(iter(loader))
     assert batch.x.is_pinned() and batch.lengths.is_pinned()
     on_gpu = batch.to("cuda", non_blocking=True)
-    assert on_gpu.x.is_cuda and on_gpu.padding_mask.is_cuda
+    assert on_gpu.x.is_cuda and on_gpu.lengths.is_cuda

@@ -54,12 +54,19 @@ def test_round_trip(tmp_path: Path) -> None:
     _assert_equal(_load(out), split)
 
 
+def _take(split: PackedSplit, idx: list[int]) -> PackedSplit:
+    """The clips `idx` of `split`, in that order, as a new packed split."""
+    return PackedSplit.from_clips(
+        [split.clip(i) for i in idx], split.gloss[idx], split.cat[idx], split.names[idx]
+    )
+
+
 def test_load_subset_of_shards(tmp_path: Path) -> None:
     split = _split()
     out = pack_split(split, tmp_path / "packed", 4)
     cuts = shard_boundaries(split.offsets, 4)
     part = _load(out, shard_indices=[1, 3])
-    expected = split.subset(list(range(cuts[1], cuts[2])) + list(range(cuts[3], cuts[4])))
+    expected = _take(split, list(range(cuts[1], cuts[2])) + list(range(cuts[3], cuts[4])))
     _assert_equal(part, expected)
 
 
@@ -130,7 +137,7 @@ def _corrupt_entry(field: str, value: object) -> Callable[[Path], None]:
 
 
 def _replace_shard(out: Path) -> None:
-    other = _split().subset([0, 1])
+    other = _take(_split(), [0, 1])
     pack_split(other, out.parent / "other", 2)
     (out / "shard-00001-of-00003.npz").write_bytes(
         (out.parent / "other" / "shard-00001-of-00002.npz").read_bytes()
@@ -183,7 +190,8 @@ def test_bad_shard_indices(tmp_path: Path) -> None:
 def test_cli_packs_and_loads(make_dataset: MakeDataset, tmp_path: Path, capsys: object) -> None:
     folder, csv = make_dataset()
     out = tmp_path / "packed"
-    argv = ["--src", str(folder), "--labels", str(csv), "--out", str(out), "--num-shards", "2"]
+    argv = ["--src", str(folder), "--labels", str(csv), "--output-dir", str(out)]
+    argv += ["--num-shards", "2"]
     assert main([*argv, "--num-gloss", "3", "--num-cat", "2", "--max-frames", "6"]) == 0
     packed = load_split(out, num_gloss=3, num_cat=2)
     assert packed.names.tolist() == ["c0", "c1", "c2", "c3"]

@@ -34,18 +34,6 @@ def test_clip_is_a_view() -> None:
         s.clip(4)
 
 
-def test_subset_copies_in_given_order() -> None:
-    s = _split()
-    sub = s.subset([3, 0])
-    assert sub.names.tolist() == ["d", "a"]
-    assert sub.lengths.tolist() == [3, 2]
-    assert np.all(sub.clip(0) == 3) and np.all(sub.clip(1) == 0)
-    assert sub.gloss.tolist() == [1, 0] and sub.cat.tolist() == [1, 0]
-    assert not np.shares_memory(sub.frames, s.frames)
-    empty = s.subset([])
-    assert len(empty) == 0 and empty.feature_dim == 3
-
-
 def test_inconsistent_arrays_are_rejected() -> None:
     with pytest.raises(DataError) as err:
         PackedSplit(np.zeros((4, 2)), np.array([0, 2, 5]), np.zeros(3), np.zeros(2), ["a", "b"])

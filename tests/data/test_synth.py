@@ -148,5 +148,7 @@ def test_invalid_arguments(capsys: pytest.CaptureFixture[str], tmp_path: Path) -
         synthetic_splits(num_gloss=2, num_cat=3, min_len=10, max_len=5, difficulty="x")
     text = str(err.value)
     assert "num_cat <= num_gloss" in text and "min_len <= max_len" in text and "'x'" in text
-    assert main(["--out", str(tmp_path / "z"), "--min-len", "0"]) == 2
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--output-dir", str(tmp_path / "z"), "--min-len", "0"])
+    assert exit_info.value.code == 2
     assert "min_len must be an integer >= 1" in capsys.readouterr().err

@@ -55,10 +55,14 @@ def main() -> None:
                 actors = list_actors(
                     address=cluster.address, limit=10_000, raise_on_missing_output=False
                 )
-                say({"actors": [
-                    {"class_name": a.class_name, "node_id": a.node_id, "state": a.state}
-                    for a in actors
-                ]})
+                say(
+                    {
+                        "actors": [
+                            {"class_name": a.class_name, "node_id": a.node_id, "state": a.state}
+                            for a in actors
+                        ]
+                    }
+                )
             elif command == "remove_worker":
                 cluster.remove_node(worker, allow_graceful=False)
                 say({"removed": worker.node_id})

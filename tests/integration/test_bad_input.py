@@ -33,15 +33,33 @@ import torch
 import yaml
 from rayhelpers import ROOT
 
-from signray.checkpoint import save_checkpoint
 from signray.data.synth import write_dataset
+from signray.training.checkpoint import Checkpoint, save_checkpoint
 
 pytestmark = pytest.mark.slow
 
 RUNNER = Path(__file__).with_name("cli_runner.py")
 TRAIN, TUNE = "signray.train", "signray.tune"
-TINY = ["--num-gloss", 6, "--num-cat", 2, "--epochs", 2, "--d-model", 16, "--n-heads", 2,
-        "--depth", 1, "--ff-dim", 32, "--head-hidden", 16, "--batch-size", 4]
+TINY = [
+    "--num-gloss",
+    6,
+    "--num-cat",
+    2,
+    "--epochs",
+    2,
+    "--d-model",
+    16,
+    "--n-heads",
+    2,
+    "--depth",
+    1,
+    "--ff-dim",
+    32,
+    "--head-hidden",
+    16,
+    "--batch-size",
+    4,
+]
 GOOD_SPACE = {"space": {"lr": {"distribution": "loguniform", "low": 1e-4, "high": 1e-2}}}
 
 
@@ -68,19 +86,45 @@ class Ctx:
 
 def _data(ctx: Ctx) -> list:
     d = ctx.data
-    return ["--keypoints-train", d / "keypoints_train", "--keypoints-val", d / "keypoints_val",
-            "--labels-train-csv", d / "train_labels.csv", "--labels-val-csv", d / "val_labels.csv"]
+    return [
+        "--keypoints-train",
+        d / "keypoints_train",
+        "--keypoints-val",
+        d / "keypoints_val",
+        "--labels-train-csv",
+        d / "train_labels.csv",
+        "--labels-val-csv",
+        d / "val_labels.csv",
+    ]
 
 
 def train(*extra, overwrite: bool = True) -> Callable[[Ctx], list]:
-    return lambda c: ["--model", "transformer", *_data(c), *TINY, "--output-dir", c.out,
-                      *(["--overwrite"] if overwrite else []), *[_at(c, a) for a in extra]]
+    return lambda c: [
+        "--model",
+        "transformer",
+        *_data(c),
+        *TINY,
+        "--output-dir",
+        c.out,
+        *(["--overwrite"] if overwrite else []),
+        *[_at(c, a) for a in extra],
+    ]
 
 
 def tune(*extra) -> Callable[[Ctx], list]:
-    return lambda c: ["--model", "transformer", *_data(c), *TINY, "--storage-path", c.store,
-                      "--name", f"new-{c.name}", "--search-space", c.files / "good.yaml",
-                      *[_at(c, a) for a in extra]]
+    return lambda c: [
+        "--model",
+        "transformer",
+        *_data(c),
+        *TINY,
+        "--storage-path",
+        c.store,
+        "--name",
+        f"new-{c.name}",
+        "--search-space",
+        c.files / "good.yaml",
+        *[_at(c, a) for a in extra],
+    ]
 
 
 def _at(c: Ctx, arg):
@@ -143,132 +187,310 @@ class Case:
 
 CASES = [
     # ---- data files
-    Case("npz-object-array", train(), [FIRST, "object/pickled arrays are refused"],
-         mutate=_npz("train", X=np.array([np.zeros(3), np.zeros(4)], dtype=object))),
-    Case("npz-corrupt", train(), [FIRST, "not a valid .npz archive"],
-         mutate=_bytes("train", b"this is not a zip archive")),
-    Case("npz-pickle", train(), [FIRST, "is a pickle", "refused"],
-         mutate=_bytes("train", pickle.dumps({"X": [1, 2]}))),
-    Case("npz-nan-frames", train(), [FIRST, "NaN/Inf", "frame 3", "finite"],
-         mutate=_npz("train", X=NAN)),
+    Case(
+        "npz-object-array",
+        train(),
+        [FIRST, "object/pickled arrays are refused"],
+        mutate=_npz("train", X=np.array([np.zeros(3), np.zeros(4)], dtype=object)),
+    ),
+    Case(
+        "npz-corrupt",
+        train(),
+        [FIRST, "not a valid .npz archive"],
+        mutate=_bytes("train", b"this is not a zip archive"),
+    ),
+    Case(
+        "npz-pickle",
+        train(),
+        [FIRST, "is a pickle", "refused"],
+        mutate=_bytes("train", pickle.dumps({"X": [1, 2]})),
+    ),
+    Case(
+        "npz-nan-frames",
+        train(),
+        [FIRST, "NaN/Inf", "frame 3", "finite"],
+        mutate=_npz("train", X=NAN),
+    ),
     Case("npz-wrong-key", train("--kp-key", "Y"), [FIRST, "has no key 'Y' (keys present: 'X')"]),
-    Case("npz-d-mismatch-in-split", train(), ["has D = 7", "have D = 156"],
-         mutate=_npz("train", 2, X=np.zeros((9, 7), dtype=np.float32))),
-    Case("npz-d-mismatch-train-val", train(), ["train clips have D=156", "val clips have D=12"],
-         mutate=_all_npz("val", X=np.zeros((9, 12), dtype=np.float32))),
-    Case("npz-zero-frames", train(), [FIRST, "T = 0 frames"],
-         mutate=_npz("train", X=np.zeros((0, 156), dtype=np.float32))),
-    Case("npz-listed-but-missing", train(), [FIRST, "file not found", "train_labels.csv line 2"],
-         mutate=lambda root: (root / "keypoints_train" / FIRST).unlink()),
-    Case("data-folder-missing", train("--keypoints-train", "@nope"),
-         ["`--keypoints-train`", "nope is not a folder"]),
+    Case(
+        "npz-d-mismatch-in-split",
+        train(),
+        ["has D = 7", "have D = 156"],
+        mutate=_npz("train", 2, X=np.zeros((9, 7), dtype=np.float32)),
+    ),
+    Case(
+        "npz-d-mismatch-train-val",
+        train(),
+        ["train clips have D=156", "val clips have D=12"],
+        mutate=_all_npz("val", X=np.zeros((9, 12), dtype=np.float32)),
+    ),
+    Case(
+        "npz-zero-frames",
+        train(),
+        [FIRST, "T = 0 frames"],
+        mutate=_npz("train", X=np.zeros((0, 156), dtype=np.float32)),
+    ),
+    Case(
+        "npz-listed-but-missing",
+        train(),
+        [FIRST, "file not found", "train_labels.csv line 2"],
+        mutate=lambda root: (root / "keypoints_train" / FIRST).unlink(),
+    ),
+    Case(
+        "data-folder-missing",
+        train("--keypoints-train", "@nope"),
+        ["`--keypoints-train`", "nope is not a folder"],
+    ),
     # ---- label CSVs
-    Case("csv-missing", train("--labels-val-csv", "@missing.csv"),
-         ["`--labels-val-csv`", "missing.csv does not exist"]),
-    Case("csv-duplicate-rows", train(), ["train_labels.csv line 14: duplicate file",
-                                         "first listed on line 2"],
-         mutate=_csv_edit(lambda rows: [*rows, rows[1]])),
-    Case("csv-missing-columns", train(), ["train_labels.csv", "missing column(s) 'gloss'"],
-         mutate=_csv_edit(lambda rows: [",".join(r.split(",")[::2]) for r in rows])),
-    Case("csv-non-integer-id", train(), ["train_labels.csv line 3: gloss 'two' is not an integer",
-                                         "0 <= gloss < 6"],
-         mutate=_csv_edit(lambda rows: [rows[0], rows[1], rows[2].replace(",0,", ",two,", 1),
-                                        *rows[3:]])),
-    Case("csv-empty", train(), ["train_labels.csv", "is empty", "file,gloss,cat"],
-         mutate=_csv("")),
-    Case("csv-binary", train(), ["train_labels.csv", "cannot read"],
-         mutate=lambda root: (root / "train_labels.csv").write_bytes(b"\xff\xfe\x00\x81bad")),
-    Case("num-gloss-below-labels", train("--num-gloss", 3),
-         ["train_labels.csv line 8: gloss 3 is out of range (expected 0 <= gloss < 3)"]),
+    Case(
+        "csv-missing",
+        train("--labels-val-csv", "@missing.csv"),
+        ["`--labels-val-csv`", "missing.csv does not exist"],
+    ),
+    Case(
+        "csv-duplicate-rows",
+        train(),
+        ["train_labels.csv line 14: duplicate file", "first listed on line 2"],
+        mutate=_csv_edit(lambda rows: [*rows, rows[1]]),
+    ),
+    Case(
+        "csv-missing-columns",
+        train(),
+        ["train_labels.csv", "missing column(s) 'gloss'"],
+        mutate=_csv_edit(lambda rows: [",".join(r.split(",")[::2]) for r in rows]),
+    ),
+    Case(
+        "csv-non-integer-id",
+        train(),
+        ["train_labels.csv line 3: gloss 'two' is not an integer", "0 <= gloss < 6"],
+        mutate=_csv_edit(
+            lambda rows: [rows[0], rows[1], rows[2].replace(",0,", ",two,", 1), *rows[3:]]
+        ),
+    ),
+    Case("csv-empty", train(), ["train_labels.csv", "is empty", "file,gloss,cat"], mutate=_csv("")),
+    Case(
+        "csv-binary",
+        train(),
+        ["train_labels.csv", "cannot read"],
+        mutate=lambda root: (root / "train_labels.csv").write_bytes(b"\xff\xfe\x00\x81bad"),
+    ),
+    Case(
+        "num-gloss-below-labels",
+        train("--num-gloss", 3),
+        ["train_labels.csv line 8: gloss 3 is out of range (expected 0 <= gloss < 3)"],
+    ),
     # ---- config YAML (--config)
-    Case("config-python-tag", train("--config", "@tag.yaml"),
-         ["tag.yaml line 1", "!!python/object/apply:os.system is not allowed"]),
-    Case("config-unknown-field", train("--config", "@unknown.yaml"),
-         ["unknown.yaml", "unknown field 'learning_rate' for model 'transformer'"]),
-    Case("config-not-a-mapping", train("--config", "@list.yaml"),
-         ["list.yaml must hold a mapping of field: value, but got list"]),
-    Case("config-wrong-type", train("--config", "@type.yaml"),
-         ["type.yaml", "`lr` must be a number, but got 'fast'"]),
-    Case("config-bad-syntax", train("--config", "@syntax.yaml"),
-         ["syntax.yaml line 3, column 1: not valid YAML", "found '<stream end>'"]),
-    Case("config-missing", train("--config", "@nope.yaml"),
-         ["config file", "nope.yaml does not exist"]),
+    Case(
+        "config-python-tag",
+        train("--config", "@tag.yaml"),
+        ["tag.yaml line 1", "!!python/object/apply:os.system is not allowed"],
+    ),
+    Case(
+        "config-unknown-field",
+        train("--config", "@unknown.yaml"),
+        ["unknown.yaml", "unknown field 'learning_rate' for model 'transformer'"],
+    ),
+    Case(
+        "config-not-a-mapping",
+        train("--config", "@list.yaml"),
+        ["list.yaml must hold a mapping of field: value, but got list"],
+    ),
+    Case(
+        "config-wrong-type",
+        train("--config", "@type.yaml"),
+        ["type.yaml", "`lr` must be a number, but got 'fast'"],
+    ),
+    Case(
+        "config-bad-syntax",
+        train("--config", "@syntax.yaml"),
+        ["syntax.yaml line 3, column 1: not valid YAML", "found '<stream end>'"],
+    ),
+    Case(
+        "config-missing",
+        train("--config", "@nope.yaml"),
+        ["config file", "nope.yaml does not exist"],
+    ),
     # ---- flags
-    Case("unknown-model", train("--model", "resnet"),
-         ["unknown model 'resnet'; known models: iv3_gru, transformer"]),
-    Case("warmup-with-plateau", train("--warmup-epochs", 2, "--scheduler", "plateau"),
-         ["`warmup_epochs` applies to the cosine scheduler only",
-          "warmup_epochs=2 with scheduler='plateau'"]),
+    Case(
+        "unknown-model",
+        train("--model", "resnet"),
+        ["unknown model 'resnet'; known models: iv3_gru, transformer"],
+    ),
+    Case(
+        "warmup-with-plateau",
+        train("--warmup-epochs", 2, "--scheduler", "plateau"),
+        [
+            "`warmup_epochs` applies to the cosine scheduler only",
+            "warmup_epochs=2 with scheduler='plateau'",
+        ],
+    ),
     Case("negative-epochs", train("--epochs", -3), ["`epochs` must be >= 1, but got epochs=-3"]),
     Case("batch-size-0", train("--batch-size", 0), ["`batch_size` must be >= 1"]),
-    Case("heads-not-dividing-d-model", train("--d-model", 30, "--n-heads", 4),
-         ["`n_heads` must divide `d_model`, but got n_heads=4, d_model=30"]),
-    Case("batch-not-split-by-workers", train("--ray-workers", 2, "--batch-size", 7),
-         ["`batch_size` is the global batch and must be divisible by `ray_workers`",
-          "batch_size=7, ray_workers=2"]),
-    Case("epochs-not-a-number", train("--epochs", "ten"),
-         ["argument --epochs: invalid int value: 'ten'"]),
-    Case("output-dir-is-a-file", train("--output-dir", "@a-file"),
-         ["`output_dir`", "a-file exists and is not a folder"]),
-    Case("output-dir-unwritable", train("--output-dir", "@a-file/sub"),
-         ["`output_dir`", "a-file/sub is not writable"]),
-    Case("checkpoints-already-there", train(overwrite=False),
-         ["SignTransformer_best.pt is already there from an earlier run", "--overwrite"]),
+    Case(
+        "heads-not-dividing-d-model",
+        train("--d-model", 30, "--n-heads", 4),
+        ["`n_heads` must divide `d_model`, but got n_heads=4, d_model=30"],
+    ),
+    Case(
+        "batch-not-split-by-workers",
+        train("--ray-workers", 2, "--batch-size", 7),
+        [
+            "`batch_size` is the global batch and must be divisible by `ray_workers`",
+            "batch_size=7, ray_workers=2",
+        ],
+    ),
+    Case(
+        "epochs-not-a-number",
+        train("--epochs", "ten"),
+        ["argument --epochs: invalid int value: 'ten'"],
+    ),
+    Case(
+        "output-dir-is-a-file",
+        train("--output-dir", "@a-file"),
+        ["`output_dir`", "a-file exists and is not a folder"],
+    ),
+    Case(
+        "output-dir-unwritable",
+        train("--output-dir", "@a-file/sub"),
+        ["`output_dir`", "a-file/sub is not writable"],
+    ),
+    Case(
+        "checkpoints-already-there",
+        train(overwrite=False),
+        ["SignTransformer_best.pt is already there from an earlier run", "--overwrite"],
+    ),
     Case("resume-missing", train("--resume", "@nope.pt"), ["checkpoint", "nope.pt does not exist"]),
-    Case("resume-other-model", train("--resume", "@gru.pt"),
-         ["`--resume`", "gru.pt is a checkpoint of model 'iv3_gru', but the run is for "
-          "'transformer'"]),
-    Case("resume-other-architecture", train("--resume", "@wide.pt"),
-         ["wide.pt was trained with d_model=32, but the config has d_model=16"]),
+    Case(
+        "resume-other-model",
+        train("--resume", "@gru.pt"),
+        [
+            "`--resume`",
+            "gru.pt is a checkpoint of model 'iv3_gru', but the run is for 'transformer'",
+        ],
+    ),
+    Case(
+        "resume-other-architecture",
+        train("--resume", "@wide.pt"),
+        ["wide.pt was trained with d_model=32, but the config has d_model=16"],
+    ),
     # ---- search-space YAML (tune)
-    Case("space-bad-distribution", tune("--search-space", "@s-dist.yaml"),
-         ["s-dist.yaml", "`lr`: unknown distribution 'normal'", "use one of loguniform"],
-         module=TUNE),
-    Case("space-low-not-below-high", tune("--search-space", "@s-bounds.yaml"),
-         ["s-bounds.yaml", "`lr`: `low < high` must hold, but got low=0.01, high=0.001"],
-         module=TUNE),
-    Case("space-unknown-field", tune("--search-space", "@s-field.yaml"),
-         ["s-field.yaml", "`learning_rate`: unknown field for model 'transformer'"], module=TUNE),
-    Case("space-heads-not-dividing", tune("--search-space", "@s-heads.yaml"),
-         ["s-heads.yaml", "`n_heads`: value 3 is invalid: `n_heads` must divide `d_model`"],
-         module=TUNE),
-    Case("space-range-with-odd-widths", tune("--search-space", "@s-range.yaml"),
-         ["s-range.yaml", "`d_model`: value 17 is invalid"], module=TUNE),
-    Case("space-python-tag", tune("--search-space", "@s-tag.yaml"),
-         ["s-tag.yaml line 3", "!!python/object/apply:os.system is not allowed"], module=TUNE),
-    Case("space-missing", tune("--search-space", "@nope.yaml"),
-         ["search space file", "nope.yaml does not exist"], module=TUNE),
-    Case("space-batches-not-split", tune("--search-space", "@s-batch.yaml",
-                                         "--workers-per-trial", 2),
-         ["divisible by --workers-per-trial 2", "batch_size=17"], module=TUNE),
+    Case(
+        "space-bad-distribution",
+        tune("--search-space", "@s-dist.yaml"),
+        ["s-dist.yaml", "`lr`: unknown distribution 'normal'", "use one of loguniform"],
+        module=TUNE,
+    ),
+    Case(
+        "space-low-not-below-high",
+        tune("--search-space", "@s-bounds.yaml"),
+        ["s-bounds.yaml", "`lr`: `low < high` must hold, but got low=0.01, high=0.001"],
+        module=TUNE,
+    ),
+    Case(
+        "space-unknown-field",
+        tune("--search-space", "@s-field.yaml"),
+        ["s-field.yaml", "`learning_rate`: unknown field for model 'transformer'"],
+        module=TUNE,
+    ),
+    Case(
+        "space-heads-not-dividing",
+        tune("--search-space", "@s-heads.yaml"),
+        ["s-heads.yaml", "`n_heads`: value 3 is invalid: `n_heads` must divide `d_model`"],
+        module=TUNE,
+    ),
+    Case(
+        "space-range-with-odd-widths",
+        tune("--search-space", "@s-range.yaml"),
+        ["s-range.yaml", "`d_model`: value 17 is invalid"],
+        module=TUNE,
+    ),
+    Case(
+        "space-python-tag",
+        tune("--search-space", "@s-tag.yaml"),
+        ["s-tag.yaml line 3", "!!python/object/apply:os.system is not allowed"],
+        module=TUNE,
+    ),
+    Case(
+        "space-missing",
+        tune("--search-space", "@nope.yaml"),
+        ["search space file", "nope.yaml does not exist"],
+        module=TUNE,
+    ),
+    Case(
+        "space-batches-not-split",
+        tune("--search-space", "@s-batch.yaml", "--workers-per-trial", 2),
+        ["divisible by --workers-per-trial 2", "batch_size=17"],
+        module=TUNE,
+    ),
     # ---- tune flags and experiment folders
-    Case("tune-num-samples-0", tune("--num-samples", 0), ["`--num-samples` must be >= 1"],
-         module=TUNE),
-    Case("tune-negative-max-failures", tune("--max-failures", -1),
-         ["`--max-failures` must be >= 0, but got -1"], module=TUNE),
-    Case("tune-grace-beyond-epochs", tune("--grace-period", 5),
-         ["`--grace-period` must be <= --epochs", "grace_period=5, epochs=2"], module=TUNE),
-    Case("tune-storage-unwritable", tune("--storage-path", "@a-file/results"),
-         ["`--storage-path`", "a-file/results cannot be created", "is a file, not a folder"],
-         module=TUNE),
-    Case("tune-experiment-exists", tune("--name", "old"),
-         ["old already exists: add --resume to continue it"], module=TUNE),
-    Case("tune-resume-unknown", lambda c: ["--resume", "--name", "ghost", "--storage-path",
-                                           c.store],
-         ["ghost is not a signray.tune experiment that can be resumed"], module=TUNE),
+    Case(
+        "tune-num-samples-0",
+        tune("--num-samples", 0),
+        ["`--num-samples` must be >= 1"],
+        module=TUNE,
+    ),
+    Case(
+        "tune-negative-max-failures",
+        tune("--max-failures", -1),
+        ["`--max-failures` must be >= 0, but got -1"],
+        module=TUNE,
+    ),
+    Case(
+        "tune-grace-beyond-epochs",
+        tune("--grace-period", 5),
+        ["`--grace-period` must be <= --epochs", "grace_period=5, epochs=2"],
+        module=TUNE,
+    ),
+    Case(
+        "tune-storage-unwritable",
+        tune("--storage-path", "@a-file/results"),
+        ["`--storage-path`", "a-file/results cannot be created", "is a file, not a folder"],
+        module=TUNE,
+    ),
+    Case(
+        "tune-experiment-exists",
+        tune("--name", "old"),
+        ["old already exists: add --resume to continue it"],
+        module=TUNE,
+    ),
+    Case(
+        "tune-resume-unknown",
+        lambda c: ["--resume", "--name", "ghost", "--storage-path", c.store],
+        ["ghost is not a signray.tune experiment that can be resumed"],
+        module=TUNE,
+    ),
     Case("tune-bad-data", tune(), [FIRST, "NaN/Inf"], module=TUNE, mutate=_npz("train", X=NAN)),
     # ---- crafted pickle checkpoints (must be refused, never run)
-    Case("pickle-checkpoint-train-resume", train("--resume", "@evil.pt"),
-         ["evil.pt cannot be loaded safely (weights_only=True)", "nothing in the file was run"]),
-    Case("pickle-checkpoint-evaluate",
-         lambda c: ["--checkpoint", c.files / "evil.pt", "--keypoints-val",
-                    c.data / "keypoints_val", "--labels-val-csv", c.data / "val_labels.csv",
-                    "--out", c.files / "eval-out"],
-         ["evil.pt cannot be loaded safely (weights_only=True)"], module="signray.evaluate"),
-    Case("pickle-checkpoint-predict",
-         lambda c: ["--checkpoint", c.files / "evil.pt", c.data / "keypoints_val" /
-                    "g000_val_000.npz"],
-         ["evil.pt cannot be loaded safely (weights_only=True)"], module="signray.predict"),
+    Case(
+        "pickle-checkpoint-train-resume",
+        train("--resume", "@evil.pt"),
+        ["evil.pt cannot be loaded safely (weights_only=True)", "nothing in the file was run"],
+    ),
+    Case(
+        "pickle-checkpoint-evaluate",
+        lambda c: [
+            "--checkpoint",
+            c.files / "evil.pt",
+            "--keypoints-val",
+            c.data / "keypoints_val",
+            "--labels-val-csv",
+            c.data / "val_labels.csv",
+            "--out",
+            c.files / "eval-out",
+        ],
+        ["evil.pt cannot be loaded safely (weights_only=True)"],
+        module="signray.evaluate",
+    ),
+    Case(
+        "pickle-checkpoint-predict",
+        lambda c: [
+            "--checkpoint",
+            c.files / "evil.pt",
+            c.data / "keypoints_val" / "g000_val_000.npz",
+        ],
+        ["evil.pt cannot be loaded safely (weights_only=True)"],
+        module="signray.predict",
+    ),
 ]
 
 
@@ -295,33 +517,57 @@ def _write_files(files: Path, marker: Path) -> None:
         f"space:\n  depth: 1\n  lr: !!python/object/apply:os.system ['touch {marker}']\n"
     )
     torch.save({"format": 1, "model": Evil(marker)}, files / "evil.pt")
-    base = {"format": 1, "model": {"w": torch.zeros(2)}, "input_dim": 156, "epoch": 1}
-    save_checkpoint({**base, "model_name": "iv3_gru", "config": {"model": "iv3_gru"}},
-                    files / "gru.pt")
-    save_checkpoint({**base, "model_name": "transformer",
-                     "config": {"model": "transformer", "d_model": 32, "n_heads": 2}},
-                    files / "wide.pt")
+    weights = {"w": torch.zeros(2)}
+    save_checkpoint(
+        Checkpoint("iv3_gru", "IV3GRU", 156, {"model": "iv3_gru"}, weights, 1, 0.0, 1),
+        files / "gru.pt",
+    )
+    save_checkpoint(
+        Checkpoint(
+            "transformer",
+            "SignTransformer",
+            156,
+            {"model": "transformer", "d_model": 32, "n_heads": 2},
+            weights,
+            1,
+            0.0,
+            1,
+        ),
+        files / "wide.pt",
+    )
+
+
+def _checkpoint(w: torch.Tensor, epoch: int) -> Checkpoint:
+    return Checkpoint("transformer", "SignTransformer", 156, {}, {"w": w}, epoch, 0.0, epoch)
 
 
 def _earlier_outputs(out: Path, store: Path) -> None:
     out.mkdir()
     for name in ("SignTransformer_best.pt", "SignTransformer_last.pt"):
-        save_checkpoint({"format": 1, "model": {"w": torch.arange(4.0)}, "epoch": 3}, out / name)
+        save_checkpoint(_checkpoint(torch.arange(4.0), epoch=3), out / name)
     (out / "config.yaml").write_text("model: transformer\nepochs: 3\n")
     (out / "SignTransformer_log.csv").write_text("epoch,train_loss\n1,2.0\n")
     old = store / "old"
     old.mkdir(parents=True)
     (old / "trials.csv").write_text("trial_id,status\nabc,TERMINATED\n")
-    save_checkpoint({"format": 1, "model": {"w": torch.ones(2)}, "epoch": 2},
-                    old / "SignTransformer_best.pt")
+    save_checkpoint(_checkpoint(torch.ones(2), epoch=2), old / "SignTransformer_best.pt")
 
 
 @pytest.fixture(scope="module")
 def outcomes(tmp_path_factory):
     root = tmp_path_factory.mktemp("bad_input")
-    data = write_dataset(root / "data", num_gloss=6, num_cat=2, train_per_gloss=2,
-                         val_per_gloss=1, seed=0, difficulty="easy", min_len=8, max_len=16,
-                         features=False)
+    data = write_dataset(
+        root / "data",
+        num_gloss=6,
+        num_cat=2,
+        train_per_gloss=2,
+        val_per_gloss=1,
+        seed=0,
+        difficulty="easy",
+        min_len=8,
+        max_len=16,
+        features=False,
+    )
     marker = root / "PWNED"
     _write_files(root / "files", marker)
     out, store = root / "earlier_run", root / "store"
@@ -338,27 +584,49 @@ def outcomes(tmp_path_factory):
             shutil.copytree(data, case_data)
             case.mutate(case_data)
         ctx = Ctx(data=case_data, out=out, store=store, files=root / "files", name=case.id)
-        cases.append({"id": case.id, "module": case.module, "cwd": str(cwd),
-                      "argv": [str(a) for a in case.argv(ctx)]})
+        cases.append(
+            {
+                "id": case.id,
+                "module": case.module,
+                "cwd": str(cwd),
+                "argv": [str(a) for a in case.argv(ctx)],
+            }
+        )
     spec = root / "cases.json"
     spec.write_text(json.dumps({"cases": cases, "watch": [str(out), str(store)]}))
     env = {**os.environ, "RAY_TMPDIR": str(ray_tmp)}
     # Two cases also run as their own `python -m` processes, alongside the batch.
     alone = {c["id"]: c for c in cases if c["id"] in ("unknown-model", "space-python-tag")}
     procs = {
-        cid: subprocess.Popen([sys.executable, "-m", c["module"], *c["argv"]], cwd=c["cwd"],
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        cid: subprocess.Popen(
+            [sys.executable, "-m", c["module"], *c["argv"]],
+            cwd=c["cwd"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for cid, c in alone.items()
     }
-    batch = subprocess.run([sys.executable, str(RUNNER), str(spec), str(root / "results.json")],
-                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    batch = subprocess.run(
+        [sys.executable, str(RUNNER), str(spec), str(root / "results.json")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert batch.returncode == 0, batch.stderr[-3000:]
     results = json.loads((root / "results.json").read_text())
     for cid, proc in procs.items():
         stdout, stderr = proc.communicate(timeout=120)
         results[f"{cid} (own process)"] = {
-            "code": proc.returncode, "stdout": stdout, "stderr": stderr, "ray_started": False,
-            "children": [], "changed": [],
+            "code": proc.returncode,
+            "stdout": stdout,
+            "stderr": stderr,
+            "ray_started": False,
+            "children": [],
+            "changed": [],
         }
     return {"results": results, "marker": marker, "ray_tmp": ray_tmp}
 

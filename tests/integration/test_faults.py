@@ -32,9 +32,9 @@ from rayhelpers import (
     wait_until,
 )
 
-from signray.checkpoint import load_checkpoint
 from signray.config import load_config_file, resolve_config
-from signray.results import DONE_DIR
+from signray.layout import ExperimentFiles
+from signray.training.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.slow
 
@@ -42,8 +42,22 @@ EPOCHS = 30  # iv3_gru on the smoke data: ~0.1 s per epoch, a few seconds per tr
 
 
 def _smoke(name: str, tmp_path: Path, address: str, *extra) -> list:
-    return ["--model", "iv3_gru", "--smoke-test", "--epochs", EPOCHS, "--trial-scheduler",
-            "fifo", "--storage-path", tmp_path, "--name", name, "--address", address, *extra]
+    return [
+        "--model",
+        "iv3_gru",
+        "--smoke-test",
+        "--epochs",
+        EPOCHS,
+        "--trial-scheduler",
+        "fifo",
+        "--storage-path",
+        tmp_path,
+        "--name",
+        name,
+        "--address",
+        address,
+        *extra,
+    ]
 
 
 def _kill_ray_worker(pid: int) -> None:
@@ -54,8 +68,19 @@ def _kill_ray_worker(pid: int) -> None:
 
 
 def test_killed_trial_process_resumes_from_its_latest_checkpoint(ray_cluster, tmp_path):
-    driver = Driver(*_smoke("kill", tmp_path, ray_cluster, "--num-samples", 2,
-                            "--max-concurrent", 2, "--max-failures", 1))
+    driver = Driver(
+        *_smoke(
+            "kill",
+            tmp_path,
+            ray_cluster,
+            "--num-samples",
+            2,
+            "--max-concurrent",
+            2,
+            "--max-failures",
+            1,
+        )
+    )
     experiment = tmp_path / "kill"
 
     def training_trial():
@@ -117,28 +142,33 @@ def _fingerprint(folder: Path) -> dict[str, tuple[str, int | None]]:
 
 
 def _marker(experiment: Path, trial_id: str) -> tuple[bytes, int]:
-    path = experiment / DONE_DIR / f"{trial_id}.json"
+    path = ExperimentFiles(experiment).done_marker(trial_id)
     return path.read_bytes(), path.stat().st_mtime_ns
 
 
 def test_killed_driver_resumes_without_rerunning_finished_trials(ray_cluster, tmp_path):
-    driver = Driver(*_smoke("drv", tmp_path, ray_cluster, "--num-samples", 3,
-                            "--max-concurrent", 1))
+    driver = Driver(
+        *_smoke("drv", tmp_path, ray_cluster, "--num-samples", 3, "--max-concurrent", 1)
+    )
     experiment = tmp_path / "drv"
 
     def finished_and_one_running():
         saved = _saved_statuses(experiment)
         done = {t for t, s in saved.items() if s == "TERMINATED"}
         running = [
-            t for t in trial_dirs(experiment)
-            if not any(d in t.name for d in done)
-            and len(result_records(t)) >= 3
+            t
+            for t in trial_dirs(experiment)
+            if not any(d in t.name for d in done) and len(result_records(t)) >= 3
         ]
         return done if done and running else None
 
     try:
-        done = wait_until(finished_and_one_running, 240,
-                          "a trial saved as finished and the next one training", driver)
+        done = wait_until(
+            finished_and_one_running,
+            240,
+            "a trial saved as finished and the next one training",
+            driver,
+        )
         os.kill(driver.proc.pid, signal.SIGKILL)
         driver.wait(timeout=30)
     finally:
@@ -147,8 +177,9 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(ray_cluster, tm
     before = {t.name: _fingerprint(t) for t in finished}
     markers = {d: _marker(experiment, d) for d in done}
 
-    resumed = Driver("--resume", "--name", "drv", "--storage-path", tmp_path,
-                     "--address", ray_cluster)
+    resumed = Driver(
+        "--resume", "--name", "drv", "--storage-path", tmp_path, "--address", ray_cluster
+    )
     assert resumed.wait(timeout=300) == 0, resumed.tail()
     rows = trial_rows(experiment)
     assert len(rows) == 3, rows  # == --num-samples: nothing lost, nothing sampled twice
@@ -160,15 +191,16 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(ray_cluster, tm
     assert {d: _marker(experiment, d) for d in done} == markers  # written by the trial
     for trial in finished:
         for state in trial.glob("checkpoint_*/state.pt"):
-            assert load_checkpoint(state)["model_name"] == "iv3_gru"
+            assert load_checkpoint(state).model_name == "iv3_gru"
     best = load_checkpoint(experiment / "IV3GRU_best.pt")
-    assert best["metrics"]["val_gloss_acc"] == pytest.approx(
+    assert best.metrics["val_gloss_acc"] == pytest.approx(
         max(float(r["best_val_gloss_acc"]) for r in rows)
     )
 
 
-def test_failing_trials_are_reported_and_the_others_finish(ray_cluster, tmp_path, capsys,
-                                                            monkeypatch):
+def test_failing_trials_are_reported_and_the_others_finish(
+    ray_cluster, tmp_path, capsys, monkeypatch
+):
     """A sampled config that cannot be built, and a loss that turns NaN (lr 1e30, no clipping):
     both trials are ERROR with their reason in trials.csv and the summary; the third finishes.
 
@@ -177,21 +209,53 @@ def test_failing_trials_are_reported_and_the_others_finish(ray_cluster, tmp_path
     """
     from signray.tune import main
 
-    monkeypatch.setattr("signray.search_space._config_problems", lambda values, start: [])
+    monkeypatch.setattr("signray.config.space_checks._config_problems", lambda values, start: [])
     space = tmp_path / "space.yaml"
-    space.write_text(yaml.safe_dump({
-        "space": {
-            "lr": {"distribution": "choice", "values": [0.003, 1.0e30]},
-            "d_model": {"distribution": "choice", "values": [32, 17]},
-            "grad_clip": 0, "n_heads": 2, "depth": 1, "ff_dim": 32, "head_hidden": 16,
-        },
-        "points_to_evaluate": [{"lr": 1.0e30, "d_model": 32}, {"lr": 0.003, "d_model": 17},
-                               {"lr": 0.003, "d_model": 32}],
-    }))
-    assert main([str(a) for a in (
-        "--model", "transformer", "--smoke-test", "--search-space", space, "--num-samples", 3,
-        "--epochs", 2, "--trial-scheduler", "fifo", "--storage-path", tmp_path, "--name", "err",
-    )]) == 0
+    space.write_text(
+        yaml.safe_dump(
+            {
+                "space": {
+                    "lr": {"distribution": "choice", "values": [0.003, 1.0e30]},
+                    "d_model": {"distribution": "choice", "values": [32, 17]},
+                    "grad_clip": 0,
+                    "n_heads": 2,
+                    "depth": 1,
+                    "ff_dim": 32,
+                    "head_hidden": 16,
+                },
+                "points_to_evaluate": [
+                    {"lr": 1.0e30, "d_model": 32},
+                    {"lr": 0.003, "d_model": 17},
+                    {"lr": 0.003, "d_model": 32},
+                ],
+            }
+        )
+    )
+    assert (
+        main(
+            [
+                str(a)
+                for a in (
+                    "--model",
+                    "transformer",
+                    "--smoke-test",
+                    "--search-space",
+                    space,
+                    "--num-samples",
+                    3,
+                    "--epochs",
+                    2,
+                    "--trial-scheduler",
+                    "fifo",
+                    "--storage-path",
+                    tmp_path,
+                    "--name",
+                    "err",
+                )
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     rows = {(float(r["lr"]), int(r["d_model"])): r for r in trial_rows(tmp_path / "err")}
     assert rows[(0.003, 32)]["status"] == "TERMINATED" and rows[(0.003, 32)]["epochs"] == "2"
@@ -211,14 +275,15 @@ def test_failing_trials_are_reported_and_the_others_finish(ray_cluster, tmp_path
 SAVER = r"""
 import os, random, signal, sys, time
 import torch
-from signray.checkpoint import save_checkpoint
 from signray.config import resolve_config, save_config
+from signray.training.checkpoint import Checkpoint, save_checkpoint
 
 out, kills = sys.argv[1], int(sys.argv[2])
 torch.set_num_threads(1)
 
 def save_all(v):
-    state = {"format": 1, "model": {"w": torch.full((1024, 1024), float(v))}, "epoch": v}
+    weights = {"w": torch.full((1024, 1024), float(v))}
+    state = Checkpoint("transformer", "SignTransformer", 2, {}, weights, v, 0.0, v)
     save_checkpoint(state, f"{out}/SignTransformer_best.pt")
     save_checkpoint(state, f"{out}/SignTransformer_last.pt")
     save_config(resolve_config({"seed": v}), f"{out}/best_config.yaml")
@@ -242,8 +307,13 @@ for i in range(kills):
 
 def test_sigkill_during_saves_never_leaves_a_truncated_file(tmp_path):
     kills = 20
-    proc = subprocess.Popen([sys.executable, "-c", SAVER, str(tmp_path), str(kills)], cwd=ROOT,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SAVER, str(tmp_path), str(kills)],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     versions, mid_write = set(), 0
     try:
         for _ in range(kills):
@@ -252,10 +322,10 @@ def test_sigkill_during_saves_never_leaves_a_truncated_file(tmp_path):
             best = load_checkpoint(tmp_path / "SignTransformer_best.pt")
             last = load_checkpoint(tmp_path / "SignTransformer_last.pt")
             for state in (best, last):
-                assert torch.all(state["model"]["w"] == state["epoch"])  # whole, one version
+                assert torch.all(state.model["w"] == state.epoch)  # whole, one version
             config = resolve_config(load_config_file(tmp_path / "best_config.yaml"))
-            assert config.seed <= best["epoch"]  # written after the checkpoints
-            versions.add(best["epoch"])
+            assert config.seed <= best.epoch  # written after the checkpoints
+            versions.add(best.epoch)
             mid_write += any(tmp_path.glob(".*.tmp"))  # a temp file the kill left behind
             proc.stdin.write("next\n")
             proc.stdin.flush()

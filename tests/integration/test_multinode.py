@@ -34,15 +34,30 @@ from rayhelpers import (
     wait_until,
 )
 
-from signray.checkpoint import load_checkpoint
-from signray.launch.cluster import LOOPBACK_ENV
-from signray.launch.trial import TRAIN_RUNS_DIR
+from signray.layout import ExperimentFiles
+from signray.training.checkpoint import Checkpoint, load_checkpoint
+from signray.tuning.cluster import LOOPBACK_ENV
 
 pytestmark = pytest.mark.slow
 
 NODE_SCRIPT = Path(__file__).with_name("cluster_node.py")
-TINY_TX = ["--model", "transformer", "--smoke-test", "--d-model", 16, "--n-heads", 2,
-           "--depth", 1, "--ff-dim", 32, "--head-hidden", 16, "--batch-size", 8]
+TINY_TX = [
+    "--model",
+    "transformer",
+    "--smoke-test",
+    "--d-model",
+    16,
+    "--n-heads",
+    2,
+    "--depth",
+    1,
+    "--ff-dim",
+    32,
+    "--head-hidden",
+    16,
+    "--batch-size",
+    8,
+]
 
 
 class TwoNodes:
@@ -54,8 +69,13 @@ class TwoNodes:
         self.env = {"RAY_TMPDIR": str(self.tmp), LOOPBACK_ENV: "0"}
         self.log = (self.tmp / "cluster.log").open("w")
         self.proc = subprocess.Popen(
-            [sys.executable, str(NODE_SCRIPT)], cwd=ROOT, stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=self.log, text=True, env={**os.environ, **self.env},
+            [sys.executable, str(NODE_SCRIPT)],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            text=True,
+            env={**os.environ, **self.env},
         )
         self._messages: queue.Queue = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
@@ -75,8 +95,10 @@ class TwoNodes:
             message = None
         if message is None:
             self.log.flush()
-            pytest.fail("the test cluster stopped answering:\n"
-                        + (self.tmp / "cluster.log").read_text()[-3000:])
+            pytest.fail(
+                "the test cluster stopped answering:\n"
+                + (self.tmp / "cluster.log").read_text()[-3000:]
+            )
         return message
 
     def ask(self, command: str, timeout: float = 120) -> dict:
@@ -127,16 +149,30 @@ def two_nodes():
     assert not leaked, f"processes outlived the cluster: {leaked}"
 
 
-def _checkpoints(folder: Path) -> list[dict]:
+def _checkpoints(folder: Path) -> list[Checkpoint]:
     folders = sorted(p for p in folder.glob("checkpoint_*") if p.is_dir())
     return [load_checkpoint(p / "state.pt") for p in folders]
 
 
 def test_two_worker_trial_spans_both_nodes(two_nodes, tmp_path):
     """DDP across the node boundary: one trial, 2 Ray Train workers, one CPU on each node."""
-    driver = Driver(*TINY_TX, "--single-run", "--epochs", 2, "--workers-per-trial", 2,
-                    "--cpus-per-trial", 2, "--storage-path", tmp_path, "--name", "ddp",
-                    "--address", two_nodes.address, env=two_nodes.env)
+    driver = Driver(
+        *TINY_TX,
+        "--single-run",
+        "--epochs",
+        2,
+        "--workers-per-trial",
+        2,
+        "--cpus-per-trial",
+        2,
+        "--storage-path",
+        tmp_path,
+        "--name",
+        "ddp",
+        "--address",
+        two_nodes.address,
+        env=two_nodes.env,
+    )
     assert driver.wait(timeout=420) == 0, driver.tail()
     experiment = tmp_path / "ddp"
     (row,) = trial_rows(experiment)
@@ -149,35 +185,57 @@ def test_two_worker_trial_spans_both_nodes(two_nodes, tmp_path):
     (trial,) = trial_dirs(experiment)
     assert [r["epoch"] for r in result_records(trial)] == [1, 2]
     assert {r["node_id"] for r in result_records(trial)} <= {two_nodes.head, two_nodes.worker}
-    (run,) = (experiment / TRAIN_RUNS_DIR).iterdir()
+    (run,) = ExperimentFiles(experiment).train_runs.iterdir()
     saved = _checkpoints(run)
-    assert 2 in {s["epoch"] for s in saved}, [s["epoch"] for s in saved]
+    assert 2 in {s.epoch for s in saved}, [s.epoch for s in saved]
     best = load_checkpoint(experiment / "SignTransformer_best.pt")
-    assert best["config"]["ray_workers"] == 2
-    assert best["metrics"]["val_gloss_acc"] == pytest.approx(float(row["best_val_gloss_acc"]))
+    assert best.config["ray_workers"] == 2
+    assert best.metrics["val_gloss_acc"] == pytest.approx(float(row["best_val_gloss_acc"]))
 
 
 def test_trials_use_both_nodes_and_survive_losing_one(two_nodes, tmp_path):
     """Trials run on both nodes; the worker node then dies with a trial on it: that trial is
     retried on the head from its latest checkpoint and the search completes."""
     epochs = 40  # ~4 s of training per trial: a window to catch one mid-run on the worker
-    driver = Driver("--model", "iv3_gru", "--smoke-test", "--num-samples", 4, "--epochs", epochs,
-                    "--trial-scheduler", "fifo", "--max-concurrent", 2, "--max-failures", 1,
-                    "--storage-path", tmp_path, "--name", "lose", "--address", two_nodes.address,
-                    env=two_nodes.env)
+    driver = Driver(
+        "--model",
+        "iv3_gru",
+        "--smoke-test",
+        "--num-samples",
+        4,
+        "--epochs",
+        epochs,
+        "--trial-scheduler",
+        "fifo",
+        "--max-concurrent",
+        2,
+        "--max-failures",
+        1,
+        "--storage-path",
+        tmp_path,
+        "--name",
+        "lose",
+        "--address",
+        two_nodes.address,
+        env=two_nodes.env,
+    )
     experiment = tmp_path / "lose"
 
     def trial_on_worker():
         for trial in trial_dirs(experiment):
             records = result_records(trial)
-            if records and records[-1]["node_id"] == two_nodes.worker \
-                    and 2 <= records[-1]["epoch"] <= epochs - 10:
+            if (
+                records
+                and records[-1]["node_id"] == two_nodes.worker
+                and 2 <= records[-1]["epoch"] <= epochs - 10
+            ):
                 return trial, records[-1]["epoch"]
         return None
 
     try:
-        victim, seen = wait_until(trial_on_worker, 300, "a trial training on the worker node",
-                                  driver, every=0.1)
+        victim, seen = wait_until(
+            trial_on_worker, 300, "a trial training on the worker node", driver, every=0.1
+        )
         two_nodes.ask("remove_worker")
         code = driver.wait(timeout=420)
     finally:
@@ -203,4 +261,4 @@ def test_trials_use_both_nodes_and_survive_losing_one(two_nodes, tmp_path):
 
     for trial in trial_dirs(experiment):  # every trial's checkpoints are in the shared folder
         assert epochs in {s["epoch"] for s in _checkpoints(trial)}, trial
-    assert load_checkpoint(experiment / "IV3GRU_best.pt")["model_name"] == "iv3_gru"
+    assert load_checkpoint(experiment / "IV3GRU_best.pt").model_name == "iv3_gru"

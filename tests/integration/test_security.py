@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from rayhelpers import Driver, get_psutil, is_loopback, trial_rows, wait_until
 
-from signray.launch.cluster import DASHBOARD_WARNING
 from signray.tune import main as tune_main
+from signray.tuning.cluster import DASHBOARD_WARNING
 
 
 def _own_processes(ray_tmp: Path, driver_pid: int) -> dict[int, str]:
@@ -41,17 +41,34 @@ def test_dashboard_and_every_ray_port_listen_on_loopback_only(tmp_path):
     127.0.0.1 only, no socket talks to another address, and no process outlives the run."""
     psutil = get_psutil()
     ray_tmp = Path(tempfile.mkdtemp(prefix="srdb-", dir="/tmp"))  # short: unix socket paths
-    driver = Driver("--model", "iv3_gru", "--smoke-test", "--single-run", "--epochs", 30,
-                    "--storage-path", tmp_path, "--name", "dash", env={"RAY_TMPDIR": str(ray_tmp)})
+    driver = Driver(
+        "--model",
+        "iv3_gru",
+        "--smoke-test",
+        "--single-run",
+        "--epochs",
+        30,
+        "--storage-path",
+        tmp_path,
+        "--name",
+        "dash",
+        env={"RAY_TMPDIR": str(ray_tmp)},
+    )
     try:
         url = wait_until(
             lambda: re.search(r"Ray dashboard: http://([\d.]+):(\d+)", driver.output),
-            180, "the dashboard URL", driver,
+            180,
+            "the dashboard URL",
+            driver,
         )
         host, port = url.group(1), int(url.group(2))
         assert host == "127.0.0.1"
-        wait_until(lambda: list(tmp_path.glob("dash/trial_*/result.json")), 180,
-                   "the trial's first epoch", driver)
+        wait_until(
+            lambda: list(tmp_path.glob("dash/trial_*/result.json")),
+            180,
+            "the trial's first epoch",
+            driver,
+        )
         own = _own_processes(ray_tmp, driver.proc.pid)
         sockets = [c for c in psutil.net_connections(kind="inet") if c.pid in own]
         listening = [c for c in sockets if c.status == psutil.CONN_LISTEN]
@@ -78,8 +95,7 @@ class _Stop(Exception):
     pass
 
 
-def test_dashboard_host_defaults_to_loopback_and_a_public_one_warns(monkeypatch, tmp_path,
-                                                                     capsys):
+def test_dashboard_host_defaults_to_loopback_and_a_public_one_warns(monkeypatch, tmp_path, capsys):
     """What `ray.init` is asked for, without starting Ray (nor binding a public address)."""
     import ray
 

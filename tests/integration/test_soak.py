@@ -33,9 +33,23 @@ def test_soak_search_leaks_nothing(ray_cluster, tmp_path, record_property):
     from ray.util.state import list_actors, list_jobs
 
     psutil = get_psutil()
-    driver = Driver("--model", "iv3_gru", "--smoke-test", "--num-samples", TRIALS,
-                    "--max-concurrent", 2, "--epochs", 2, "--storage-path", tmp_path,
-                    "--name", "soak", "--address", ray_cluster)
+    driver = Driver(
+        "--model",
+        "iv3_gru",
+        "--smoke-test",
+        "--num-samples",
+        TRIALS,
+        "--max-concurrent",
+        2,
+        "--epochs",
+        2,
+        "--storage-path",
+        tmp_path,
+        "--name",
+        "soak",
+        "--address",
+        ray_cluster,
+    )
     experiment = tmp_path / "soak"
     process = psutil.Process(driver.proc.pid)
     rss: dict[int, tuple[int, float]] = {}  # trials reported -> (driver RSS, seconds)
@@ -63,10 +77,14 @@ def test_soak_search_leaks_nothing(ray_cluster, tmp_path, record_property):
     # Nothing left behind on the cluster the search ran on.
     wait_resources_released(ray)
     address = state_address(ray)
-    (job,) = [j for j in list_jobs(address=address)
-              if j.driver_info and int(j.driver_info.pid) == process.pid]
-    actors = list_actors(address=address, filters=[("job_id", "=", job.job_id)], detail=True,
-                         limit=10_000)
+    (job,) = [
+        j
+        for j in list_jobs(address=address)
+        if j.driver_info and int(j.driver_info.pid) == process.pid
+    ]
+    actors = list_actors(
+        address=address, filters=[("job_id", "=", job.job_id)], detail=True, limit=10_000
+    )
     assert len({a.pid for a in actors}) >= TRIALS  # one process per trial
     assert all(a.state == "DEAD" for a in actors), [(a.class_name, a.state) for a in actors]
 
@@ -84,7 +102,9 @@ def test_soak_search_leaks_nothing(ray_cluster, tmp_path, record_property):
 
     first, last = rss[10][0] / MiB, rss.get(TRIALS, rss[10])[0] / MiB
     record_property("driver_rss_mib", {"trial_10": round(first), f"trial_{TRIALS}": round(last)})
-    print(f"\nsoak: {TRIALS} trials in {elapsed:.0f}s; driver RSS {first:.0f} MiB at trial 10, "
-          f"{last:.0f} MiB at trial {TRIALS}")
+    print(
+        f"\nsoak: {TRIALS} trials in {elapsed:.0f}s; driver RSS {first:.0f} MiB at trial 10, "
+        f"{last:.0f} MiB at trial {TRIALS}"
+    )
     assert TRIALS in rss, "the driver exited before the last trial was sampled"
     assert last - first < 150, f"driver RSS grew from {first:.0f} to {last:.0f} MiB"

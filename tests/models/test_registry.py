@@ -103,7 +103,7 @@ def test_make_arch_unknown_field_names_it_and_lists_valid_fields() -> None:
         ("transformer", "depth", "abc"),
         ("transformer", "depth", 2.5),
         ("transformer", "depth", True),
-        ("transformer", "dropout", "0.1"),
+        ("transformer", "dropout", "high"),
         ("transformer", "pool", 1),
         ("iv3_gru", "bidirectional", 3),
         ("iv3_gru", "bidirectional", "yes"),
@@ -138,7 +138,7 @@ def test_all_problems_reported_at_once() -> None:
 def test_badly_typed_field_does_not_trigger_misleading_rule_errors() -> None:
     with pytest.raises(ConfigError) as info:
         make_arch("transformer", {"d_model": "wide", "n_heads": 3})
-    assert info.value.problems == ["`d_model` must be int, but got d_model='wide'"]
+    assert info.value.problems == ["`d_model` must be an integer, but got 'wide'"]
 
 
 def test_build_model_accepts_mapping_instance_or_none() -> None:

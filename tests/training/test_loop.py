@@ -1,0 +1,109 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from signray.config import resolve_config
+from signray.errors import NonFiniteLossError
+from signray.training.checkpoint import load_checkpoint
+from signray.training.loop import train_loop
+from signray.training.reporters import FileReporter
+
+SMALL_TX = {"d_model": 32, "n_heads": 4, "depth": 1, "ff_dim": 64, "head_hidden": 32}
+
+
+def _cfg(tmp_path, **over):
+    values = {
+        "num_gloss": 6,
+        "num_cat": 2,
+        "batch_size": 8,
+        "epochs": 3,
+        "lr": 3e-3,
+        "output_dir": str(tmp_path),
+        **SMALL_TX,
+        **over,
+    }
+    return resolve_config(values)
+
+
+def _run(cfg, data, resume=None):
+    reporter = FileReporter(
+        cfg.output_dir, cfg.spec.class_name, total_epochs=cfg.epochs, resume=resume
+    )
+    return train_loop(cfg, reporter, data)
+
+
+def test_learns_above_chance(tmp_path, tiny_keypoints):
+    result = _run(_cfg(tmp_path, epochs=25, dropout=0.0), tiny_keypoints)
+    assert result.epochs_run == 25
+    # chance is 1/6
+    assert result.best_val_gloss_acc >= 0.5
+    assert (tmp_path / "SignTransformer_best.pt").is_file()
+    log = (tmp_path / "SignTransformer_log.csv").read_text().splitlines()
+    assert len(log) == 26 and log[0].startswith("epoch,train_loss,val_loss,val_gloss_acc")
+
+
+def test_resume_equals_uninterrupted_run(tmp_path, tiny_keypoints):
+    full = _cfg(tmp_path / "full", epochs=4)
+    _run(full, tiny_keypoints)
+    half = _cfg(tmp_path / "half", epochs=2)
+    _run(half, tiny_keypoints)
+    resumed = _cfg(tmp_path / "half", epochs=4)
+    result = _run(resumed, tiny_keypoints, resume=tmp_path / "half" / "SignTransformer_last.pt")
+    assert [m["epoch"] for m in result.history] == [1, 2, 3, 4]
+    a = load_checkpoint(tmp_path / "full" / "SignTransformer_last.pt")
+    b = load_checkpoint(tmp_path / "half" / "SignTransformer_last.pt")
+    assert a.epoch == b.epoch == 4
+    for key, value in a.model.items():
+        assert torch.equal(value, b.model[key]), key
+    assert a.metrics["val_loss"] == b.metrics["val_loss"]
+    rows = (tmp_path / "half" / "SignTransformer_log.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3", "4"]
+
+
+def test_early_stop_follows_val_gloss_acc(tmp_path, tiny_keypoints):
+    # A vanishing lr freezes the model, so val accuracy never improves after epoch 1.
+    cfg = _cfg(tmp_path, epochs=10, lr=1e-12, early_stop=2, scheduler="none")
+    result = _run(cfg, tiny_keypoints)
+    assert result.stopped_early
+    assert result.epochs_run == 3
+    assert result.best_epoch == 1
+
+
+def test_plateau_halves_lr_after_patience(tmp_path, tiny_keypoints):
+    cfg = _cfg(tmp_path, epochs=4, lr=1e-12, scheduler="plateau", scheduler_patience=1)
+    lrs = [m["lr"] for m in _run(cfg, tiny_keypoints).history]
+    assert lrs[:3] == [1e-12, 1e-12, 1e-12]
+    assert lrs[3] == pytest.approx(0.5e-12)
+
+
+def test_cosine_with_warmup(tmp_path, tiny_keypoints):
+    cfg = _cfg(tmp_path, epochs=5, lr=1e-3, scheduler="cosine", warmup_epochs=2)
+    lrs = [m["lr"] for m in _run(cfg, tiny_keypoints).history]
+    expected = [0.5e-3, 1e-3] + [0.5e-3 * (1 + math.cos(math.pi * k / 3)) for k in range(3)]
+    assert lrs == pytest.approx(expected)
+
+
+def test_diverging_training_stops_with_clear_reason(tmp_path, tiny_keypoints):
+    cfg = _cfg(tmp_path, lr=1e30, grad_clip=0, scheduler="none")
+    with pytest.raises(NonFiniteLossError, match="lower `lr`"):
+        _run(cfg, tiny_keypoints)
+
+
+def test_iv3_gru_trains(tmp_path, tiny_features):
+    cfg = resolve_config(
+        {
+            "model": "iv3_gru",
+            "num_gloss": 6,
+            "num_cat": 2,
+            "batch_size": 8,
+            "epochs": 2,
+            "output_dir": str(tmp_path),
+        }
+    )
+    result = _run(cfg, tiny_features)
+    assert result.epochs_run == 2
+    state = load_checkpoint(tmp_path / "IV3GRU_best.pt")
+    assert not any(k.startswith("backbone") for k in state.model)

@@ -1,0 +1,249 @@
+"""`python -m signray.tune` input checking: every mistake exits 2 with one message, before Ray.
+
+The searches themselves run in tests/launch/test_search.py (slow, real Ray).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+import signray.tuning.cluster
+from signray.layout import ExperimentFiles
+from signray.tune import build_parser, main
+
+
+@pytest.fixture(autouse=True)
+def no_ray(monkeypatch):
+    """Validation must finish before Ray starts: starting it fails these tests."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("Ray was started before the input was validated")
+
+    monkeypatch.setattr(signray.tuning.cluster, "init_ray", refuse)
+
+
+def _fail(capsys, *args) -> str:
+    with pytest.raises(SystemExit) as info:
+        main([str(a) for a in args])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "Traceback" not in err
+    return err
+
+
+def _space(tmp_path, data) -> str:
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+def test_parser_has_every_documented_flag():
+    flags = {s for a in build_parser()._actions for s in a.option_strings}
+    for flag in (
+        "--model",
+        "--search-space",
+        "--num-samples",
+        "--max-concurrent",
+        "--cpus-per-trial",
+        "--gpus-per-trial",
+        "--workers-per-trial",
+        "--searcher",
+        "--trial-scheduler",
+        "--grace-period",
+        "--reduction-factor",
+        "--keep-checkpoints",
+        "--max-failures",
+        "--name",
+        "--storage-path",
+        "--resume",
+        "--restore",
+        "--address",
+        "--dashboard-host",
+        "--dashboard-port",
+        "--single-run",
+        "--seed",
+        "--smoke-test",
+        "--epochs",
+        "--lr",
+        "--scheduler",
+        "--d-model",
+        "--hidden1",
+        "--keypoints-train",
+        "--config",
+    ):
+        assert flag in flags, flag
+
+
+def test_bad_search_space_lists_every_problem(tmp_path, capsys):
+    space = _space(
+        tmp_path, {"space": {"lr": {"distribution": "uniform", "low": 1, "high": 0}, "nope": 1}}
+    )
+    err = _fail(
+        capsys,
+        "--model",
+        "transformer",
+        "--search-space",
+        space,
+        "--smoke-test",
+        "--storage-path",
+        tmp_path,
+    )
+    assert "found 2 problems" in err and space in err
+    assert "`low < high` must hold" in err and "`nope`: unknown field" in err
+
+
+def test_search_space_is_required_without_single_run(tmp_path, capsys):
+    err = _fail(capsys, "--model", "transformer", "--storage-path", tmp_path)
+    assert "--search-space FILE.yaml` is required" in err
+
+
+def test_options_are_checked_together(tmp_path, capsys):
+    err = _fail(
+        capsys,
+        "--model",
+        "transformer",
+        "--smoke-test",
+        "--epochs",
+        3,
+        "--grace-period",
+        5,
+        "--reduction-factor",
+        1,
+        "--num-samples",
+        0,
+        "--cpus-per-trial",
+        0,
+        "--storage-path",
+        tmp_path,
+    )
+    assert "`--grace-period` must be <= --epochs" in err
+    assert "`--reduction-factor` must be > 1" in err
+    assert "`--num-samples` must be >= 1" in err
+    assert "`--cpus-per-trial` must be > 0" in err
+
+
+def test_batch_sizes_must_split_across_workers(tmp_path, capsys):
+    space = _space(
+        tmp_path, {"space": {"batch_size": {"distribution": "choice", "values": [16, 30]}}}
+    )
+    err = _fail(
+        capsys,
+        "--model",
+        "iv3_gru",
+        "--search-space",
+        space,
+        "--smoke-test",
+        "--workers-per-trial",
+        4,
+        "--storage-path",
+        tmp_path,
+    )
+    assert "divisible by --workers-per-trial 4" in err and "batch_size=30" in err
+
+
+def test_bad_config_flag(tmp_path, capsys):
+    err = _fail(
+        capsys, "--model", "transformer", "--smoke-test", "--lr", -1, "--storage-path", tmp_path
+    )
+    assert "`lr` must be a positive finite number" in err
+
+
+def test_missing_data_is_reported_before_ray(tmp_path, capsys):
+    err = _fail(
+        capsys,
+        "--model",
+        "transformer",
+        "--single-run",
+        "--keypoints-train",
+        tmp_path / "nope",
+        "--storage-path",
+        tmp_path,
+    )
+    assert "is not a folder" in err and "--keypoints-val" in err
+
+
+def test_model_of_the_space_file_and_flag_must_agree(tmp_path, capsys):
+    space = _space(tmp_path, {"model": "iv3_gru", "space": {"lr": 0.01}})
+    err = _fail(
+        capsys,
+        "--model",
+        "transformer",
+        "--search-space",
+        space,
+        "--smoke-test",
+        "--storage-path",
+        tmp_path,
+    )
+    assert "the file is for model 'iv3_gru'" in err
+
+
+def test_existing_experiment_needs_resume(tmp_path, capsys):
+    (tmp_path / "exp").mkdir()
+    (tmp_path / "exp" / "tuner.pkl").write_text("x")
+    err = _fail(
+        capsys, "--model", "iv3_gru", "--smoke-test", "--storage-path", tmp_path, "--name", "exp"
+    )
+    assert "already exists: add --resume" in err
+
+
+def test_resume_of_unknown_experiment(tmp_path, capsys):
+    err = _fail(capsys, "--resume", "--name", "ghost", "--storage-path", tmp_path)
+    assert "not a signray.tune experiment" in err
+    assert "--restore" in _fail(capsys, "--restore", tmp_path / "ghost")
+
+
+def test_resume_needs_a_name(tmp_path, capsys):
+    assert "needs the experiment's --name" in _fail(capsys, "--resume", "--storage-path", tmp_path)
+
+
+def test_gpus_without_cuda(tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    err = _fail(
+        capsys,
+        "--model",
+        "iv3_gru",
+        "--smoke-test",
+        "--gpus-per-trial",
+        0.5,
+        "--storage-path",
+        tmp_path,
+    )
+    assert "no CUDA GPU" in err
+
+
+def test_saved_state_round_trip(tmp_path, monkeypatch):
+    """What a run saves for --resume rebuilds the same base config and options."""
+    from signray.tuning.plan import plan_new, plan_resume
+
+    args = build_parser().parse_args(
+        [
+            "--model",
+            "iv3_gru",
+            "--smoke-test",
+            "--storage-path",
+            str(tmp_path),
+            "--name",
+            "x",
+            "--num-samples",
+            "3",
+            "--lr",
+            "0.002",
+        ]
+    )
+    plan = plan_new(args)
+    plan.save()
+    saved = json.loads(ExperimentFiles(tmp_path / "x").driver_state.read_text())
+    assert saved["options"]["num_samples"] == 3 and saved["base"]["lr"] == 0.002
+    assert set(saved["distributions"]) == set(plan.space.params)
+    resumed = plan_resume(
+        build_parser().parse_args(["--resume", "--name", "x", "--storage-path", str(tmp_path)])
+    )
+    assert resumed.base == plan.base
+    assert resumed.options == plan.options
+    assert resumed.space.params == plan.space.params
