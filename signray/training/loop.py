@@ -21,7 +21,6 @@ from signray.config import TrainConfig
 from signray.data import PackedSplit, build_loader
 from signray.errors import ConfigError
 from signray.layout import METRIC
-from signray.models import build_model
 from signray.training.checkpoint import Checkpoint
 from signray.training.inputs import load_inputs
 from signray.training.optim import build_optimizer, build_scheduler, seed_everything
@@ -117,13 +116,7 @@ def train_loop(
     seed_everything(cfg.seed, cfg.deterministic)
     train, val = data if data is not None else load_inputs(cfg)
 
-    model = build_model(
-        cfg.model,
-        cfg.arch,
-        input_dim=train.feature_dim,
-        num_gloss=cfg.num_gloss,
-        num_cat=cfg.num_cat,
-    ).to(device)
+    model = cfg.build_model(train.feature_dim).to(device)
     model.input_norm.fit(train.frames)  # replaced by the checkpoint's statistics on resume
     optimizer = build_optimizer(cfg, model)
     scheduler = build_scheduler(cfg, optimizer)

@@ -342,7 +342,7 @@ CASES = [
     Case(
         "epochs-not-a-number",
         train("--epochs", "ten"),
-        ["argument --epochs: invalid int value: 'ten'"],
+        ["argument --epochs: `epochs` must be an integer, but got 'ten'"],
     ),
     Case(
         "output-dir-is-a-file",

@@ -1,0 +1,109 @@
+"""`SearchOptions`: everything about a search that is not part of a trial's `TrainConfig`.
+
+One type, from flags (`signray.tune`), from the experiment's saved state (`--resume`) and in the
+tuning package; validated here, before Ray starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from signray.errors import ConfigError, Problem
+from signray.fields import coerce, field_types, flag
+
+__all__ = ["SEARCHERS", "TRIAL_SCHEDULERS", "SearchOptions"]
+
+SEARCHERS = ("tpe", "random")
+TRIAL_SCHEDULERS = ("asha", "fifo")
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """Tune-level knobs of one search (flag names: ``--num-samples`` for `num_samples`, ...)."""
+
+    num_samples: int = 16
+    max_concurrent: int | None = None  # None: as many as the cluster's CPUs/GPUs fit
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    workers_per_trial: int | None = None  # None: the config's ray_workers
+    searcher: str = "tpe"
+    trial_scheduler: str = "asha"
+    grace_period: int = 1
+    reduction_factor: float = 2.0
+    keep_checkpoints: int = 2
+    max_failures: int = 0
+    mlflow: bool = False
+    single_run: bool = False
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> SearchOptions:
+        """Typed options from flags or a saved state; unknown keys and bad types raise at once."""
+        types = field_types(cls)
+        known, problems = {}, []
+        for key, value in values.items():
+            if key not in types:
+                problems.append(Problem(f"unknown search option {key!r}", [key]))
+                continue
+            converted, problem = coerce(key, value, types[key])
+            if problem:
+                problems.append(problem)
+            known[key] = converted
+        if problems:
+            raise ConfigError(problems)
+        return cls(**known)
+
+    def replace(self, **changes: Any) -> SearchOptions:
+        return dataclasses.replace(self, **changes)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def problems(self, epochs: int) -> list[Problem]:
+        """Every rule these options break for trials of `epochs` epochs, named by flag."""
+        p: list[Problem] = []
+
+        def add(text: str, *names: str) -> None:
+            p.append(Problem(text, names))
+
+        for name in ("num_samples", "keep_checkpoints", "grace_period"):
+            if getattr(self, name) < 1:
+                add(f"`{flag(name)}` must be >= 1, but got {getattr(self, name)}", name)
+        if self.max_concurrent is not None and self.max_concurrent < 1:
+            add(f"`--max-concurrent` must be >= 1, but got {self.max_concurrent}", "max_concurrent")
+        if self.max_failures < 0:
+            add(f"`--max-failures` must be >= 0, but got {self.max_failures}", "max_failures")
+        if not self.cpus_per_trial > 0:
+            add(f"`--cpus-per-trial` must be > 0, but got {self.cpus_per_trial}", "cpus_per_trial")
+        if self.gpus_per_trial < 0:
+            add(f"`--gpus-per-trial` must be >= 0, but got {self.gpus_per_trial}", "gpus_per_trial")
+        if self.workers_per_trial is not None and self.workers_per_trial < 1:
+            add(
+                f"`--workers-per-trial` must be >= 1, but got {self.workers_per_trial}",
+                "workers_per_trial",
+            )
+        if not self.reduction_factor > 1:
+            add(
+                f"`--reduction-factor` must be > 1, but got {self.reduction_factor}",
+                "reduction_factor",
+            )
+        if self.searcher not in SEARCHERS:
+            add(
+                f"`--searcher` must be one of {', '.join(SEARCHERS)}, but got {self.searcher!r}",
+                "searcher",
+            )
+        if self.trial_scheduler not in TRIAL_SCHEDULERS:
+            add(
+                f"`--trial-scheduler` must be one of {', '.join(TRIAL_SCHEDULERS)}, but got "
+                f"{self.trial_scheduler!r}",
+                "trial_scheduler",
+            )
+        if self.trial_scheduler == "asha" and self.grace_period > epochs:
+            add(
+                f"`--grace-period` must be <= --epochs (ASHA's max_t), but got "
+                f"grace_period={self.grace_period}, epochs={epochs}",
+                "grace_period",
+            )
+        return p

@@ -1,0 +1,251 @@
+"""`TrainConfig`, everything one training run needs, and `resolve_config`, the one place that
+turns flat values (defaults -> YAML file -> flags, or a sampled trial) into a validated config.
+
+Config files and search spaces are flat (`lr: 3e-4`, `depth: 4`): every key is either a field of
+`TrainConfig` or an architecture field of the chosen model, which lands in `TrainConfig.arch`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from signray.errors import ConfigError, Problem
+from signray.fields import coerce, field_types
+from signray.models import arch_fields, get_model_spec, list_models, make_arch
+
+__all__ = [
+    "SCHEDULERS",
+    "TRAIN_FIELDS",
+    "TrainConfig",
+    "config_keys",
+    "config_to_flat",
+    "resolve_config",
+]
+
+SCHEDULERS = ("plateau", "cosine", "none")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything one training run needs; `arch` holds the model's own architecture fields."""
+
+    model: str = "transformer"
+    # data
+    keypoints_train: str | None = None
+    keypoints_val: str | None = None
+    features_train: str | None = None
+    features_val: str | None = None
+    labels_train_csv: str | None = None
+    labels_val_csv: str | None = None
+    kp_key: str = "X"
+    feature_key: str = "X2048"
+    num_gloss: int = 105
+    num_cat: int = 10
+    max_frames: int | None = None
+    bucket: bool = True
+    # optimisation
+    epochs: int = 30
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    label_smoothing: float = 0.0
+    gloss_weight: float = 0.5
+    cat_weight: float = 0.5
+    grad_clip: float | None = 1.0
+    amp: bool = False
+    scheduler: str = "plateau"
+    scheduler_patience: int = 5
+    warmup_epochs: int = 0
+    early_stop: int | None = None
+    # runtime
+    output_dir: str = "data/processed"
+    resume: str | None = None
+    log_csv: str | None = None
+    num_workers: int = 0
+    pin_memory: bool = False
+    prefetch_factor: int | None = None
+    seed: int = 42
+    deterministic: bool = False
+    num_threads: int | None = None
+    use_gpu: bool = False
+    ray_workers: int = 1
+    smoke_test: bool = False
+    arch: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def spec(self):
+        return get_model_spec(self.model)
+
+    def problems(self) -> list[Problem]:
+        """Every rule this config breaks, each naming the fields it concerns."""
+        p: list[Problem] = []
+
+        def add(text: str, *names: str) -> None:
+            p.append(Problem(text, names))
+
+        if self.model not in list_models():
+            add(f"unknown model {self.model!r}; known models: {', '.join(list_models())}", "model")
+        for name in ("epochs", "batch_size", "num_gloss", "num_cat", "ray_workers"):
+            if getattr(self, name) < 1:
+                add(f"`{name}` must be >= 1, but got {name}={getattr(self, name)}", name)
+        for name in ("num_workers", "scheduler_patience", "warmup_epochs"):
+            if getattr(self, name) < 0:
+                add(f"`{name}` must be >= 0, but got {name}={getattr(self, name)}", name)
+        for name in ("max_frames", "early_stop", "prefetch_factor", "num_threads"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                add(f"`{name}` must be >= 1 or unset, but got {name}={value}", name)
+        if self.batch_size >= 1 and self.ray_workers >= 1 and self.batch_size % self.ray_workers:
+            add(
+                f"`batch_size` is the global batch and must be divisible by `ray_workers`, but "
+                f"got batch_size={self.batch_size}, ray_workers={self.ray_workers}",
+                "batch_size",
+                "ray_workers",
+            )
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            add(f"`lr` must be a positive finite number, but got lr={self.lr}", "lr")
+        if self.weight_decay < 0:
+            add(
+                f"`weight_decay` must be >= 0, but got weight_decay={self.weight_decay}",
+                "weight_decay",
+            )
+        if not 0 <= self.label_smoothing < 1:
+            add(
+                f"`label_smoothing` must be in [0, 1), but got {self.label_smoothing}",
+                "label_smoothing",
+            )
+        if self.gloss_weight < 0 or self.cat_weight < 0 or self.gloss_weight + self.cat_weight == 0:
+            add(
+                "`gloss_weight` and `cat_weight` must be >= 0 and not both 0, but got "
+                f"gloss_weight={self.gloss_weight}, cat_weight={self.cat_weight}",
+                "gloss_weight",
+                "cat_weight",
+            )
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            add(
+                f"`grad_clip` must be > 0 or unset, but got grad_clip={self.grad_clip}", "grad_clip"
+            )
+        if self.scheduler not in SCHEDULERS:
+            add(
+                f"`scheduler` must be one of {', '.join(SCHEDULERS)}, but got {self.scheduler!r}",
+                "scheduler",
+            )
+        if self.warmup_epochs and self.scheduler != "cosine":
+            add(
+                f"`warmup_epochs` applies to the cosine scheduler only, but got "
+                f"warmup_epochs={self.warmup_epochs} with scheduler={self.scheduler!r}",
+                "warmup_epochs",
+                "scheduler",
+            )
+        if self.warmup_epochs >= self.epochs > 0 and self.scheduler == "cosine":
+            add(
+                f"`warmup_epochs` must be < `epochs`, but got warmup_epochs={self.warmup_epochs}, "
+                f"epochs={self.epochs}",
+                "warmup_epochs",
+                "epochs",
+            )
+        if self.prefetch_factor is not None and self.num_workers == 0:
+            add(
+                "`prefetch_factor` needs `num_workers` >= 1 (DataLoader worker processes)",
+                "prefetch_factor",
+                "num_workers",
+            )
+        if self.model in list_models():
+            try:
+                make_arch(self.model, self.arch)
+            except ConfigError as err:
+                p.extend(err.problems)
+        return p
+
+    def validate(self) -> TrainConfig:
+        problems = self.problems()
+        if problems:
+            raise ConfigError(problems)
+        return self
+
+    @property
+    def arch_config(self):
+        return make_arch(self.model, self.arch)
+
+
+# For these, 0 is the familiar way to say "off" on a command line.
+_ZERO_MEANS_OFF = ("grad_clip", "early_stop")
+TRAIN_FIELDS = {f.name: f for f in fields(TrainConfig) if f.name != "arch"}
+
+
+def config_keys() -> set[str]:
+    """Every flat key a config file, a flag or a search space may set, for any model."""
+    keys = set(TRAIN_FIELDS)
+    for model in list_models():
+        keys |= set(arch_fields(model))
+    return keys
+
+
+def resolve_config(
+    overrides: Mapping[str, Any], base: TrainConfig | None = None, *, source: str | None = None
+) -> TrainConfig:
+    """Apply flat overrides on top of `base`, route architecture keys, validate everything once."""
+    base = base or TrainConfig()
+    model = overrides.get("model", base.model)
+    if not isinstance(model, str) or model not in list_models():
+        raise ConfigError(
+            [
+                Problem(
+                    f"unknown model {model!r}; known models: {', '.join(list_models())}", ["model"]
+                )
+            ],
+            title=_title(source),
+        )
+    model_fields = arch_fields(model)
+    # Architecture of a different model does not carry over when the model changes.
+    arch = dict(base.arch) if model == base.model else {}
+    top: dict[str, Any] = {}
+    problems: list[str] = []
+    overrides = {k: (None if k in _ZERO_MEANS_OFF and v == 0 else v) for k, v in overrides.items()}
+    for key, value in overrides.items():
+        if key == "arch":
+            if not isinstance(value, Mapping):
+                problems.append(Problem(f"`arch` must be a mapping, but got {value!r}", ["arch"]))
+                continue
+            arch.update(value)
+        elif key in TRAIN_FIELDS:
+            coerced, problem = coerce(key, value, field_types(TrainConfig)[key])
+            if problem:
+                problems.append(problem)
+            else:
+                top[key] = coerced
+        elif key in model_fields:
+            arch[key] = value
+        else:
+            other = [m for m in list_models() if m != model and key in arch_fields(m)]
+            hint = f" (it belongs to model {other[0]!r})" if other else ""
+            problems.append(
+                Problem(
+                    f"unknown field {key!r} for model {model!r}{hint}; valid fields: "
+                    f"{', '.join(sorted([*TRAIN_FIELDS, *model_fields]))}",
+                    [key],
+                )
+            )
+    if problems:
+        raise ConfigError(problems, title=_title(source))
+    cfg = dataclasses.replace(base, **top, arch=arch)
+    problems = cfg.problems()
+    if problems:
+        raise ConfigError(problems, title=_title(source))
+    # Store the complete architecture so saved configs are self-describing.
+    return dataclasses.replace(cfg, arch=asdict(cfg.arch_config))
+
+
+def _title(source: str | None) -> str:
+    return f"invalid configuration in {source}" if source else "invalid configuration"
+
+
+def config_to_flat(cfg: TrainConfig) -> dict[str, Any]:
+    """A flat dict (architecture fields inlined) that `resolve_config` turns back into `cfg`."""
+    flat = {k: v for k, v in asdict(cfg).items() if k != "arch"}
+    flat.update(cfg.arch)
+    return flat

@@ -1,0 +1,122 @@
+"""Dataset, padded batches and DataLoader construction over a ``PackedSplit``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from signray.data.packed import PackedSplit
+from signray.data.samplers import BucketBatchSampler
+
+__all__ = ["Batch", "ClipDataset", "build_loader", "collate_padded"]
+
+Item = tuple[np.ndarray, int, int]
+
+
+class ClipDataset(Dataset[Item]):
+    """Map-style dataset over a packed split; items are zero-copy views of the packed frames.
+
+    Items stay NumPy: frames shared through Ray's object store are read-only, which torch
+    tensors cannot represent; the collate copies them into one writable batch anyway.
+    """
+
+    def __init__(self, split: PackedSplit) -> None:
+        self.split = split
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, index: int) -> Item:
+        s = self.split
+        return s.clip(index), int(s.gloss[index]), int(s.cat[index])
+
+
+@dataclass
+class Batch:
+    """A zero-padded batch; ``lengths`` says how many leading frames of each row are real."""
+
+    x: torch.Tensor  # (B, T, D) float32, zero beyond each length
+    lengths: torch.Tensor  # (B,) int64
+    gloss: torch.Tensor  # (B,) int64
+    cat: torch.Tensor  # (B,) int64
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
+        return Batch(
+            *(t.to(device, non_blocking=non_blocking) for t in self._tensors()),
+        )
+
+    def pin_memory(self) -> Batch:
+        """Called by ``DataLoader(pin_memory=True)``, so host-to-GPU copies can be asynchronous."""
+        return Batch(*(t.pin_memory() for t in self._tensors()))
+
+    def _tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.x, self.lengths, self.gloss, self.cat
+
+
+def collate_padded(items: Sequence[Item]) -> Batch:
+    """Stack clips of different lengths into one zero-padded ``(B, T_max, D)`` batch."""
+    if not items:
+        raise ValueError("collate_padded needs at least one item, but got an empty batch")
+    lengths = torch.tensor([clip.shape[0] for clip, _, _ in items], dtype=torch.int64)
+    dim = items[0][0].shape[1]
+    x = np.zeros((len(items), int(lengths.max()), dim), dtype=np.float32)  # (B, T, D)
+    for row, (clip, _, _) in enumerate(items):
+        x[row, : clip.shape[0]] = np.asarray(clip)
+    gloss = torch.tensor([g for _, g, _ in items], dtype=torch.int64)
+    cat = torch.tensor([c for _, _, c in items], dtype=torch.int64)
+    return Batch(torch.from_numpy(x), lengths, gloss, cat)
+
+
+def build_loader(
+    split: PackedSplit,
+    *,
+    batch_size: int,
+    train: bool,
+    bucket: bool = True,
+    seed: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+    num_workers: int = 0,
+    pin_memory: bool = False,
+    prefetch_factor: int | None = None,
+    drop_last: bool = False,
+    persistent_workers: bool | None = None,
+) -> DataLoader[Item]:
+    """A DataLoader yielding ``Batch``; call ``loader.batch_sampler.set_epoch(epoch)`` each epoch.
+
+    Training shuffles and gives every rank the same number of batches; evaluation covers the
+    split exactly once over all ranks (see ``BucketBatchSampler``). Workers, when used, are kept
+    alive between epochs unless ``persistent_workers=False``.
+    """
+    sampler = BucketBatchSampler(
+        split.lengths,
+        batch_size,
+        shuffle=train,
+        bucket=bucket,
+        seed=seed,
+        rank=rank,
+        world_size=world_size,
+        drop_last=drop_last,
+        train=train,
+    )
+    extra: dict[str, Any] = {}
+    if num_workers > 0:
+        extra["persistent_workers"] = True if persistent_workers is None else persistent_workers
+        if prefetch_factor is not None:
+            extra["prefetch_factor"] = prefetch_factor
+    return DataLoader(
+        ClipDataset(split),
+        batch_sampler=sampler,
+        collate_fn=collate_padded,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        **extra,
+    )

@@ -1,0 +1,103 @@
+"""Typed config fields: what type a dataclass field declares, and the one coercion of a value
+to it, whether the value comes from a command-line flag, a YAML file or a search-space sampler.
+
+Rules, the same everywhere:
+
+- ``int`` fields take integers and integral floats (samplers and YAML produce ``2.0``); never
+  bools (``depth: true`` is always a mistake).
+- ``float`` fields take any real number except bools.
+- ``bool`` fields take only booleans; ``str`` fields strings (or paths).
+- Numeric strings such as ``"1e-4"`` become numbers for numeric fields: YAML 1.1 reads ``1e-4``
+  as a string, and flags arrive as strings.
+- ``None`` is accepted only by optional fields (``int | None``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import numbers
+import os
+import re
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any
+
+from signray.errors import Problem
+
+__all__ = ["FieldType", "coerce", "field_types", "flag", "parse_number"]
+
+_NUMBER_RE = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^[-+]?(inf|nan)$", re.I)
+_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+
+
+@dataclass(frozen=True)
+class FieldType:
+    """A field's base type (int, float, bool or str) and whether it may be None."""
+
+    base: type
+    optional: bool = False
+
+    @property
+    def numeric(self) -> bool:
+        return self.base in (int, float)
+
+
+@functools.cache
+def field_types(cls: type) -> dict[str, FieldType]:
+    """`FieldType` of every field of dataclass `cls` (string annotations resolved once)."""
+    hints = typing.get_type_hints(cls)
+    out = {}
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        args = typing.get_args(hint)
+        optional = type(None) in args
+        if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+            rest = [a for a in args if a is not type(None)]
+            hint = rest[0] if len(rest) == 1 else Any
+        out[f.name] = FieldType(hint if hint in _NAMES else object, optional)
+    return out
+
+
+def _is_bool(value: Any) -> bool:
+    return isinstance(value, bool) or type(value).__name__ == "bool_"  # numpy.bool_ too
+
+
+def parse_number(value: Any) -> int | float | None:
+    """A number, or a numeric string as a number; None for anything else (bools included)."""
+    if _is_bool(value):
+        return None
+    if isinstance(value, numbers.Real):
+        return value
+    if isinstance(value, str) and _NUMBER_RE.match(value.strip()):
+        text = value.strip()
+        return int(text) if re.fullmatch(r"[-+]?\d+", text) else float(text)
+    return None
+
+
+def coerce(name: str, value: Any, ftype: FieldType) -> tuple[Any, Problem | None]:
+    """``(value converted to the field's type, None)`` or ``(value, the problem)``."""
+    if value is None and ftype.optional:
+        return None, None
+    base = ftype.base
+    if ftype.numeric:
+        number = parse_number(value)
+        if number is not None and base is float:
+            return float(number), None
+        if number is not None and float(number).is_integer():
+            return int(number), None
+    elif base is bool:
+        if _is_bool(value):
+            return bool(value), None
+    elif base is str:
+        if isinstance(value, (str, os.PathLike)):
+            return os.fspath(value), None
+    else:
+        return value, None
+    return value, Problem(f"`{name}` must be {_NAMES[base]}, but got {value!r}", [name])
+
+
+def flag(name: str) -> str:
+    """The flag of field `name` in every command: ``batch_size`` -> ``--batch-size``."""
+    return "--" + name.replace("_", "-")

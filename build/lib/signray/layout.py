@@ -1,0 +1,199 @@
+"""Every name signray gives a file or folder on disk, the metric it optimises, and its trial
+vocabulary. Change a name here and every writer and reader follows.
+
+A *run* is one training (``signray.train --output-dir``); an *experiment* is one search
+(``signray.tune``: ``--storage-path``/``--name``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = [
+    "METRIC",
+    "MODE",
+    "TIME_ATTR",
+    "CHECKPOINT_FILE",
+    "EVALUATION_FILES",
+    "REPORT_FILES",
+    "Status",
+    "STATUSES",
+    "RunFiles",
+    "ExperimentFiles",
+    "rank_key",
+]
+
+# What every search maximises, and the time axis of its schedulers and plots.
+METRIC = "val_gloss_acc"
+MODE = "max"
+TIME_ATTR = "epoch"
+
+# The file inside every Ray (Train or Tune) checkpoint folder.
+CHECKPOINT_FILE = "state.pt"
+
+
+class Status:
+    """How a trial ended, as trials.csv, the summary and the report say it."""
+
+    TERMINATED = "TERMINATED"  # trained to the end (or stopped by its own early stop)
+    STOPPED_EARLY = "STOPPED_EARLY"  # stopped by the trial scheduler before its last epoch
+    ERROR = "ERROR"
+    UNFINISHED = "UNFINISHED"  # still running or pending when the search was interrupted
+
+
+STATUSES = (Status.TERMINATED, Status.STOPPED_EARLY, Status.ERROR, Status.UNFINISHED)
+
+
+def rank_key(best_acc: float | None, cat_acc: float | None) -> tuple[float, float]:
+    """The best-trial rule: highest best val gloss accuracy, then val cat accuracy at that epoch.
+
+    Sort descending (``max(..., key=...)``); a trial with no score ranks last.
+    """
+
+    def number(value: float | None, missing: float) -> float:
+        return missing if value is None or not math.isfinite(value) else float(value)
+
+    return number(best_acc, -math.inf), number(cat_acc, 0.0)
+
+
+@dataclass(frozen=True)
+class RunFiles:
+    """The files of one training run in its output folder."""
+
+    root: Path
+    class_name: str
+
+    def __init__(self, root: str | os.PathLike[str], class_name: str) -> None:
+        object.__setattr__(self, "root", Path(root))
+        object.__setattr__(self, "class_name", class_name)
+
+    @property
+    def best(self) -> Path:
+        return self.root / f"{self.class_name}_best.pt"
+
+    @property
+    def last(self) -> Path:
+        return self.root / f"{self.class_name}_last.pt"
+
+    @property
+    def log(self) -> Path:
+        return self.root / f"{self.class_name}_log.csv"
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def learning_curve(self) -> Path:
+        return self.root / "learning_curve.png"
+
+    @staticmethod
+    def evaluation_beside(checkpoint: str | os.PathLike[str]) -> Path:
+        """Where `signray.evaluate` writes by default: evaluation/ next to the checkpoint."""
+        return Path(checkpoint).parent / ExperimentFiles.EVALUATION_DIR
+
+
+# Files `signray.evaluate` writes into its output folder.
+EVALUATION_FILES = {
+    "metrics": "metrics.json",
+    "per_gloss": "per_gloss.csv",
+    "confused_pairs": "confused_pairs.csv",
+    "confusion_gloss": "confusion_gloss.png",
+    "confusion_cat": "confusion_cat.png",
+}
+# Files of an experiment's report/ folder.
+REPORT_FILES = {
+    "index": "index.html",
+    "curves": "curves.png",
+    "best_so_far": "best_so_far.png",
+    "params": "params_vs_accuracy.png",
+    "importance": "importance.png",
+    "importance_csv": "importance.csv",
+}
+
+
+@dataclass(frozen=True)
+class ExperimentFiles:
+    """The files of one search in ``STORAGE_PATH/NAME``, beside Ray Tune's own."""
+
+    root: Path
+
+    TRIALS_CSV = "trials.csv"
+    BEST_CONFIG = "best_config.yaml"
+    EVALUATION_DIR = "evaluation"
+    REPORT_DIR = "report"
+    # A trial whose training loop returned on its own leaves DONE_DIR/TRIAL_ID.json; a finished
+    # trial without it was stopped by the scheduler. It lives in the experiment folder: Tune's
+    # trial folder seen from inside a trial is a staging copy that is not synced back.
+    DONE_DIR = "trials_done"
+    # Ray Train runs of multi-worker trials.
+    TRAIN_RUNS_DIR = "train_runs"
+    # What `signray.tune --resume` needs to rebuild the search: options, base config, space.
+    DRIVER_STATE = "signray_tune.json"
+    SPACE_COPY = "search_space.yaml"
+    MLRUNS_DIR = "mlruns"
+    # Folder the best config retrains into (`signray.train --config best_config.yaml`).
+    RETRAIN_DIR = "retrain"
+    # Sub-folders that are not Tune trial folders.
+    NOT_TRIALS = frozenset({EVALUATION_DIR, REPORT_DIR, DONE_DIR, TRAIN_RUNS_DIR, MLRUNS_DIR})
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        object.__setattr__(self, "root", Path(root))
+
+    @property
+    def name(self) -> str:
+        return self.root.name
+
+    @property
+    def trials_csv(self) -> Path:
+        return self.root / self.TRIALS_CSV
+
+    @property
+    def best_config(self) -> Path:
+        return self.root / self.BEST_CONFIG
+
+    def best_checkpoint(self, class_name: str) -> Path:
+        return RunFiles(self.root, class_name).best
+
+    @property
+    def evaluation(self) -> Path:
+        return self.root / self.EVALUATION_DIR
+
+    @property
+    def report(self) -> Path:
+        return self.root / self.REPORT_DIR
+
+    def done_marker(self, trial_id: str) -> Path:
+        return self.root / self.DONE_DIR / f"{trial_id}.json"
+
+    @property
+    def train_runs(self) -> Path:
+        return self.root / self.TRAIN_RUNS_DIR
+
+    def train_run_name(self, trial_id: str) -> str:
+        """The Ray Train run of a multi-worker trial: a retried trial reuses it and resumes."""
+        return f"{self.name}-{trial_id}"
+
+    @property
+    def driver_state(self) -> Path:
+        return self.root / self.DRIVER_STATE
+
+    @property
+    def space_copy(self) -> Path:
+        return self.root / self.SPACE_COPY
+
+    @property
+    def mlruns(self) -> Path:
+        return self.root / self.MLRUNS_DIR
+
+    @property
+    def retrain(self) -> Path:
+        return self.root / self.RETRAIN_DIR
+
+    @staticmethod
+    def trial_dirname(trial_id: str) -> str:
+        """Short trial folder names (Tune's default packs every parameter into the name)."""
+        return f"trial_{trial_id}"

@@ -1,0 +1,174 @@
+"""`python -m signray.train`: train one config, in this process or as DDP under Ray Train."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+from signray.cli import add_cluster_flags, run_command
+from signray.config import TrainConfig, save_config
+from signray.config.flags import add_config_flags, config_from_args
+from signray.data import PackedSplit, build_loader
+from signray.errors import ConfigError
+from signray.layout import RunFiles
+from signray.training.checkpoint import load_checkpoint, model_from_checkpoint
+from signray.training.inputs import load_inputs
+from signray.training.loop import LoopResult, resume_problems, train_loop
+from signray.training.reporters import FileReporter, batch_progress
+from signray.training.steps import LossWeights, evaluate
+
+__all__ = ["build_parser", "check_output_dir", "evaluate_checkpoint", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m signray.train",
+        description="Train one sign-recognition model (transformer on keypoints, iv3_gru on "
+        "InceptionV3 features).",
+    )
+    add_config_flags(parser)
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace checkpoints already in --output-dir instead of refusing",
+    )
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bar over each epoch's batches (default: on when stderr is a terminal)",
+    )
+    ray = parser.add_argument_group("Ray (only with --ray-workers > 1)")
+    ray.add_argument(
+        "--storage-path", default="ray_results", help="where Ray Train keeps run state"
+    )
+    ray.add_argument("--cpus-per-worker", type=float, default=1.0)
+    add_cluster_flags(parser)
+    return parser
+
+
+def check_output_dir(cfg: TrainConfig, *, overwrite: bool) -> None:
+    """Refuse to silently replace checkpoints of an earlier run."""
+    files = RunFiles(cfg.output_dir, cfg.spec.class_name)
+    out = files.root
+    if out.exists() and not out.is_dir():
+        raise ConfigError([f"`output_dir` {out} exists and is not a folder"])
+    existing = [p for p in (files.best, files.last) if p.exists()]
+    if existing and cfg.resume is None and not overwrite:
+        raise ConfigError(
+            [
+                f"{existing[0]} is already there from an earlier run; pass "
+                f"--resume {files.last} to continue it, --overwrite to replace it, or another "
+                "--output-dir"
+            ]
+        )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".signray-write-test"
+        probe.touch()
+        probe.unlink()
+    except OSError as err:
+        raise ConfigError([f"`output_dir` {out} is not writable: {err.strerror}"]) from None
+
+
+def evaluate_checkpoint(path: Path, val: PackedSplit, batch_size: int) -> dict[str, float]:
+    """Reload a saved checkpoint and evaluate it on the whole split in this process."""
+    model, cfg, _ = model_from_checkpoint(path)
+    loader = build_loader(val, batch_size=batch_size, train=False)
+    weights = LossWeights(cfg.gloss_weight, cfg.cat_weight, cfg.label_smoothing)
+    return evaluate(model, loader, device=next(model.parameters()).device, weights=weights)
+
+
+def _run_ray(cfg: TrainConfig, data, args) -> LoopResult:
+    from signray.tuning.cluster import init_ray
+    from signray.tuning.launcher import export_checkpoints, run_torch_trainer
+
+    init_ray(args.address, dashboard_host=args.dashboard_host, dashboard_port=args.dashboard_port)
+    name = f"train-{cfg.model}-{time.strftime('%Y%m%d-%H%M%S')}"
+    result = run_torch_trainer(
+        cfg, data, storage_path=args.storage_path, name=name, cpus_per_worker=args.cpus_per_worker
+    )
+    export_checkpoints(result, cfg.output_dir, cfg.spec.class_name)
+    history = (
+        result.metrics_dataframe.to_dict("records") if result.metrics_dataframe is not None else []
+    )
+    last = result.metrics or {}
+    return LoopResult(
+        best_val_gloss_acc=float(last.get("best_val_gloss_acc", -1.0)),
+        best_epoch=int(last.get("best_epoch", 0)),
+        epochs_run=len(history),
+        stopped_early=len(history) < cfg.epochs,
+        last_metrics=last,
+        history=history,
+    )
+
+
+def run(cfg: TrainConfig, args: argparse.Namespace) -> LoopResult:
+    files = RunFiles(cfg.output_dir, cfg.spec.class_name)
+    check_output_dir(cfg, overwrite=args.overwrite)
+    data = load_inputs(cfg)  # every data problem surfaces here, before any Ray start
+    if cfg.resume is not None:  # before anything in output_dir is replaced
+        where = f"`--resume` {cfg.resume}"
+        problems = resume_problems(load_checkpoint(cfg.resume), cfg, data[0].feature_dim, where)
+        if problems:
+            raise ConfigError(problems)
+    save_config(cfg, files.config)
+    train, val = data
+    print(
+        f"signray.train: model {cfg.model}, {len(train)} train / {len(val)} val clips, "
+        f"D={train.feature_dim}, {cfg.epochs} epochs, output {cfg.output_dir}",
+        flush=True,
+    )
+    if cfg.ray_workers > 1:
+        return _run_ray(cfg, data, args)
+    reporter = FileReporter(
+        cfg.output_dir,
+        cfg.spec.class_name,
+        total_epochs=cfg.epochs,
+        log_csv=cfg.log_csv,
+        resume=cfg.resume,
+    )
+    progress = batch_progress(cfg.epochs, enabled=args.progress)
+    return train_loop(cfg, reporter, data, progress=progress)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def body() -> int:
+        start = time.perf_counter()
+        cfg = config_from_args(args)
+        if cfg.resume is not None:
+            cfg = dataclasses.replace(cfg, resume=str(Path(cfg.resume).resolve()))
+        result = run(cfg, args)
+        files = RunFiles(cfg.output_dir, cfg.spec.class_name)
+        print(
+            f"done in {time.perf_counter() - start:.1f}s: {result.epochs_run} epochs"
+            f"{' (stopped early)' if result.stopped_early else ''}, best val_gloss_acc "
+            f"{result.best_val_gloss_acc:.4f} at epoch {result.best_epoch}; best checkpoint "
+            f"{files.best}",
+            flush=True,
+        )
+        log = Path(cfg.log_csv) if cfg.log_csv else files.log
+        if log.is_file():
+            from signray.analysis.figures import plot_learning_curve  # matplotlib only now
+
+            print(f"learning curve: {plot_learning_curve(log, files.learning_curve)}", flush=True)
+        if cfg.smoke_test:
+            _, val = load_inputs(cfg)
+            reloaded = evaluate_checkpoint(files.best, val, cfg.batch_size)
+            print(
+                f"smoke test: reloaded {files.best.name}: val_gloss_acc "
+                f"{reloaded['val_gloss_acc']:.4f}",
+                flush=True,
+            )
+        return 0
+
+    return run_command(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

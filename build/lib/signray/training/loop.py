@@ -1,0 +1,264 @@
+"""The one per-worker training loop shared by every mode (plain, Ray Train, Ray Tune).
+
+It imports no Ray. Distribution comes from `torch.distributed` (set up by whoever launched the
+worker); results leave through a `Reporter`. `cfg.batch_size` is the global batch: each of
+`world_size` ranks trains on `batch_size // world_size` clips per step, so a config means the
+same thing on one worker or eight.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from signray.config import TrainConfig
+from signray.data import PackedSplit, build_loader
+from signray.errors import ConfigError
+from signray.layout import METRIC
+from signray.models import build_model
+from signray.training.checkpoint import Checkpoint
+from signray.training.inputs import load_inputs
+from signray.training.optim import build_optimizer, build_scheduler, seed_everything
+from signray.training.reporters import Reporter
+from signray.training.steps import LossWeights, ProgressFn, evaluate, train_one_epoch
+
+__all__ = ["LoopResult", "resume_problems", "train_loop", "world_info"]
+
+
+@dataclass
+class LoopResult:
+    best_val_gloss_acc: float
+    best_epoch: int
+    epochs_run: int
+    stopped_early: bool
+    last_metrics: dict[str, float]
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+@dataclass
+class _Progress:
+    """Where training stands after `epoch` completed epochs; saved in every checkpoint."""
+
+    epoch: int = 0
+    best: float = -1.0
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def world_info() -> tuple[int, int]:
+    """(rank, world_size) of this process; (0, 1) outside torch.distributed."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _default_device(cfg: TrainConfig) -> torch.device:
+    if cfg.use_gpu:
+        if not torch.cuda.is_available():
+            raise ConfigError(["`use_gpu` is set but CUDA is not available on this machine"])
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def _local_batch_size(cfg: TrainConfig, world_size: int) -> int:
+    if cfg.batch_size % world_size:
+        raise ConfigError(
+            [
+                f"`batch_size` is the global batch and must be divisible by the number of "
+                f"workers, but got batch_size={cfg.batch_size} with {world_size} workers"
+            ]
+        )
+    return cfg.batch_size // world_size
+
+
+def resume_problems(ckpt: Checkpoint, cfg: TrainConfig, input_dim: int, where: str) -> list[str]:
+    """Why `ckpt` cannot continue a run of `cfg` on data of width `input_dim` (empty: it can)."""
+    if ckpt.model_name != cfg.model:
+        return [f"{where} is a checkpoint of model {ckpt.model_name!r}, but the run is for "
+                f"{cfg.model!r}"]  # fmt: skip
+    problems = [
+        f"{where} was trained with {name}={ckpt.config[name]!r}, but the config has "
+        f"{name}={value!r}"
+        for name, value in cfg.arch.items()
+        if name in ckpt.config and ckpt.config[name] != value
+    ]
+    if ckpt.input_dim != input_dim:
+        problems.append(
+            f"{where} was trained on D={ckpt.input_dim} features per frame, but the data has "
+            f"D={input_dim}"
+        )
+    return problems
+
+
+def train_loop(
+    cfg: TrainConfig,
+    reporter: Reporter,
+    data: tuple[PackedSplit, PackedSplit] | None = None,
+    *,
+    device: torch.device | None = None,
+    progress: ProgressFn | None = None,
+) -> LoopResult:
+    """Train `cfg` to completion (or early stop), reporting every epoch.
+
+    `progress` wraps each epoch's training batches (the single run's tqdm bar); off by default.
+    """
+    rank, world_size = world_info()
+    device = device or _default_device(cfg)
+    local_batch = _local_batch_size(cfg, world_size)
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    seed_everything(cfg.seed, cfg.deterministic)
+    train, val = data if data is not None else load_inputs(cfg)
+
+    model = build_model(
+        cfg.model,
+        cfg.arch,
+        input_dim=train.feature_dim,
+        num_gloss=cfg.num_gloss,
+        num_cat=cfg.num_cat,
+    ).to(device)
+    model.input_norm.fit(train.frames)  # replaced by the checkpoint's statistics on resume
+    optimizer = build_optimizer(cfg, model)
+    scheduler = build_scheduler(cfg, optimizer)
+    scaler = torch.amp.GradScaler("cuda") if cfg.amp and device.type == "cuda" else None
+
+    state = _Progress()
+    resumed = reporter.resume_state()
+    if resumed is not None:
+        state = _restore(resumed, cfg, train.feature_dim, model, optimizer, scheduler, scaler)
+
+    trained: nn.Module = model
+    if world_size > 1:
+        ids = [device.index] if device.type == "cuda" else None
+        trained = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+    loader_args = dict(
+        bucket=cfg.bucket,
+        seed=cfg.seed,
+        rank=rank,
+        world_size=world_size,
+        num_workers=cfg.num_workers,
+        pin_memory=cfg.pin_memory,
+        prefetch_factor=cfg.prefetch_factor,
+    )
+    train_loader = build_loader(train, batch_size=local_batch, train=True, **loader_args)
+    val_loader = build_loader(val, batch_size=local_batch, train=False, **loader_args)
+    weights = LossWeights(cfg.gloss_weight, cfg.cat_weight, cfg.label_smoothing)
+
+    metrics: dict[str, float] = state.history[-1] if state.history else {}
+    stopped_early = False
+    for epoch in range(state.epoch, cfg.epochs):
+        if cfg.early_stop and state.bad_epochs >= cfg.early_stop:
+            stopped_early = True
+            break
+        tic = time.perf_counter()
+        lr = optimizer.param_groups[0]["lr"]
+        train_loader.batch_sampler.set_epoch(epoch)
+        tm = train_one_epoch(
+            trained,
+            train_loader,
+            optimizer,
+            device=device,
+            weights=weights,
+            scaler=scaler,
+            amp=cfg.amp,
+            grad_clip=cfg.grad_clip,
+            epoch=epoch,
+            progress=progress,
+        )
+        # Unwrapped model: DDP's forward would sync buffers, and ranks hold unequal val shards.
+        vm = evaluate(model, val_loader, device=device, weights=weights, amp=cfg.amp)
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            scheduler.step(vm[METRIC])
+        elif scheduler is not None:
+            scheduler.step()
+        is_best = vm[METRIC] > state.best
+        state.epoch = epoch + 1
+        if is_best:
+            state.best, state.best_epoch, state.bad_epochs = vm[METRIC], epoch + 1, 0
+        else:
+            state.bad_epochs += 1
+        metrics = {
+            "epoch": epoch + 1,
+            "train_loss": tm["train_loss"],
+            **{k: v for k, v in vm.items() if k != "val_count"},
+            "lr": lr,
+            "epoch_seconds": time.perf_counter() - tic,
+            "train_samples_per_s": tm["train_samples"] / tm["train_seconds"],
+            "train_frames_per_s": tm["train_frames"] / tm["train_seconds"],
+            "best_val_gloss_acc": state.best,
+            "best_epoch": state.best_epoch,
+        }
+        state.history.append(metrics)
+        snapshot = functools.partial(
+            _checkpoint,
+            cfg,
+            train.feature_dim,
+            model,
+            optimizer,
+            scheduler,
+            scaler,
+            dataclasses.replace(state, history=list(state.history)),
+        )
+        reporter.report(metrics, snapshot, is_best=is_best)
+    return LoopResult(
+        best_val_gloss_acc=state.best,
+        best_epoch=state.best_epoch,
+        epochs_run=len(state.history),
+        stopped_early=stopped_early,
+        last_metrics=metrics,
+        history=state.history,
+    )
+
+
+def _checkpoint(
+    cfg, input_dim, model, optimizer, scheduler, scaler, state: _Progress
+) -> Checkpoint:
+    """The checkpoint of `state`; built only by the rank and epochs that save one."""
+    return Checkpoint.for_config(
+        cfg,
+        input_dim,
+        model=model.checkpoint_state_dict(),
+        epoch=state.epoch,
+        best_metric=state.best,
+        best_epoch=state.best_epoch,
+        bad_epochs=state.bad_epochs,
+        metrics=state.history[-1],
+        history=state.history,
+        optimizer=optimizer.state_dict(),
+        scheduler=scheduler.state_dict() if scheduler is not None else None,
+        scaler=scaler.state_dict() if scaler is not None else None,
+        rng={"torch": torch.get_rng_state()},
+    )
+
+
+def _restore(ckpt, cfg, input_dim, model, optimizer, scheduler, scaler) -> _Progress:
+    problems = resume_problems(ckpt, cfg, input_dim, "the checkpoint")
+    if problems:
+        raise ConfigError(problems)
+    try:
+        model.load_checkpoint_state_dict(ckpt.model)
+    except RuntimeError as err:
+        raise ConfigError(
+            [
+                "the checkpoint's weights do not fit the configured architecture "
+                f"(resume with the same architecture fields): {str(err).splitlines()[0]}"
+            ]
+        ) from None
+    optimizer.load_state_dict(ckpt.optimizer)
+    if scheduler is not None and ckpt.scheduler is not None:
+        scheduler.load_state_dict(ckpt.scheduler)
+    if scaler is not None and ckpt.scaler is not None:
+        scaler.load_state_dict(ckpt.scaler)
+    if ckpt.rng.get("torch") is not None:
+        torch.set_rng_state(ckpt.rng["torch"])
+    return _Progress(
+        ckpt.epoch, ckpt.best_metric, ckpt.best_epoch, ckpt.bad_epochs, list(ckpt.history)
+    )

@@ -1,0 +1,53 @@
+"""Seeding, the optimizer and the per-epoch learning-rate schedule of every run."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import numpy as np
+import torch
+from torch import nn
+
+from signray.config import TrainConfig
+
+__all__ = ["build_optimizer", "build_scheduler", "seed_everything"]
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+
+
+def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    """AdamW over the model's trainable parameters, fused where torch has the kernel.
+
+    The fused step is ~3x faster than the default per-parameter loop on CPU (~6 -> 2 ms for the
+    reference transformer; benchmarks/RESULTS.md).
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    fused = all(p.device.type in ("cpu", "cuda") for p in params) or None
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
+
+
+def build_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer):
+    """Per-epoch LR schedule: plateau on val gloss accuracy, or warmup + cosine."""
+    if cfg.scheduler == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="max", factor=0.5, patience=cfg.scheduler_patience
+        )
+    if cfg.scheduler == "cosine":
+        warmup, total = cfg.warmup_epochs, cfg.epochs
+
+        def factor(epoch: int) -> float:
+            if epoch < warmup:
+                return (epoch + 1) / warmup
+            return 0.5 * (1 + math.cos(math.pi * (epoch - warmup) / max(total - warmup, 1)))
+
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return None

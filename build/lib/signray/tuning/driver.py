@@ -1,0 +1,104 @@
+"""Run a planned search on Ray: load the data once, start or join the cluster, fit the Tuner,
+then write the outputs, evaluate the best checkpoint and draw the report."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import ray
+from ray.tune import Tuner
+
+from signray.analysis.evaluation import evaluate_to_dir
+from signray.analysis.report import write_report
+from signray.config.search import SearchOptions
+from signray.errors import ConfigError
+from signray.layout import Status
+from signray.training.inputs import load_inputs
+from signray.tuning.cluster import init_ray
+from signray.tuning.plan import TunePlan
+from signray.tuning.results import format_summary, quiet_missing_results, write_outputs
+from signray.tuning.trial import TrialSetup
+from signray.tuning.tuner import build_tuner, restore_tuner
+
+__all__ = ["run_search"]
+
+
+def _concurrency_warning(o: SearchOptions) -> str | None:
+    """Multi-worker trials reserve their workers outside Tune: too many at once would wait."""
+    if o.workers_per_trial == 1 or not o.max_concurrent:
+        return None
+    cpus = ray.cluster_resources().get("CPU", 0)
+    if o.max_concurrent <= int(cpus // o.cpus_per_trial):
+        return None
+    return (
+        f"WARNING: --max-concurrent {o.max_concurrent} trials of {o.cpus_per_trial:g} CPUs "
+        f"do not fit this cluster's {cpus:g} CPUs; the extra trials' worker groups will wait "
+        "for resources (and may time out)"
+    )
+
+
+def run_search(
+    plan: TunePlan,
+    *,
+    address: str | None,
+    dashboard_host: str,
+    dashboard_port: int | None,
+    resume_command: str,
+) -> int:
+    """Exit code: 0 done, 1 every trial errored, 130 interrupted (resume with `resume_command`)."""
+    train, val = load_inputs(plan.base)  # every data problem surfaces here, before Ray starts
+    o = plan.options
+    print(
+        f"signray.tune: model {plan.base.model}, {len(train)} train / {len(val)} val clips, "
+        f"D={train.feature_dim}, {plan.base.epochs} epochs per trial, "
+        + (
+            "1 trial (single run)"
+            if o.single_run
+            else f"{o.num_samples} trials ({o.searcher} + {o.trial_scheduler})"
+        )  # fmt: skip
+        + f", {o.workers_per_trial} worker(s)/trial; experiment {plan.files.root}",
+        flush=True,
+    )
+    if plan.searching:
+        print("search space:\n  " + plan.space.describe().replace("\n", "\n  "), flush=True)
+
+    init_ray(address, dashboard_host=dashboard_host, dashboard_port=dashboard_port)
+    if warning := _concurrency_warning(o):
+        print(warning, file=sys.stderr, flush=True)
+    refs = [ray.put(train), ray.put(val)]
+    del train
+    setup = TrialSetup(
+        base=plan.base,
+        experiment_dir=str(plan.files.root),
+        workers=o.workers_per_trial,
+        cpus_per_trial=o.cpus_per_trial,
+        gpus_per_trial=o.gpus_per_trial,
+        keep_checkpoints=o.keep_checkpoints,
+    ).with_runtime()
+    if plan.resumed:
+        if not Tuner.can_restore(str(plan.files.root)):
+            raise ConfigError([f"{plan.files.root} holds no Ray Tune state to resume from yet"])
+        tuner = restore_tuner(plan.files.root, setup, refs)
+    else:
+        plan.save()
+        tuner = build_tuner(plan.space if plan.searching else None, setup, refs, o)
+    start = time.perf_counter()
+    try:
+        with quiet_missing_results():
+            tuner.fit()
+    except KeyboardInterrupt:  # a second Ctrl-C skips Tune's final save
+        print(f"\ninterrupted; continue with:\n  {resume_command}", flush=True)
+        return 130
+    report = write_outputs(
+        plan.files.root, base=setup.base, wall_time_s=time.perf_counter() - start
+    )
+    print(format_summary(report), flush=True)
+    if report.best_checkpoint is not None:
+        evaluate_to_dir(report.best_checkpoint, val, plan.files.evaluation)
+    print(f"report: {write_report(report.experiment)}", flush=True)
+    expected = 1 if o.single_run else o.num_samples
+    if report.count(Status.UNFINISHED) or len(report.trials) < expected:
+        print(f"\nthe search was interrupted; continue it with:\n  {resume_command}", flush=True)
+        return 130
+    return 0 if report.count(Status.ERROR) < len(report.trials) else 1

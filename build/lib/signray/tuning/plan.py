@@ -1,0 +1,208 @@
+"""Plan a search before Ray starts: the base config, the search space, the search options and
+the experiment folder, every problem found at once (exit 2), or the saved plan of an experiment
+to resume. Imports no Ray.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from signray.config import TrainConfig, config_keys, load_config_file
+from signray.config.distributions import representatives
+from signray.config.experiment_state import ExperimentState
+from signray.config.flags import config_from_args, search_options_from_args
+from signray.config.search import SearchOptions
+from signray.config.search_space import SearchSpace, load_search_space
+from signray.errors import ConfigError
+from signray.fields import flag
+from signray.layout import ExperimentFiles
+
+__all__ = ["DEFAULT_SPACES", "SMOKE", "TunePlan", "packaged_space", "plan_new", "plan_resume"]
+
+# The search spaces shipped inside the package (copies of the top-level search_spaces/).
+DEFAULT_SPACES = {"transformer": "tx.yaml", "iv3_gru": "iv3_gru.yaml"}
+
+# --smoke-test: tiny synthetic data (training.inputs.SMOKE_DATA with 20 glosses), 16 epochs, a
+# real 6-trial search in which ASHA (rungs at epochs 1, 2, 4, 8) stops trials and TPE models
+# after 2 finished trials. Only values the user did not give are filled in.
+SMOKE = {
+    "config": {"epochs": 16, "num_gloss": 20, "num_cat": 4},
+    "search": {"num_samples": 6, "grace_period": 1, "reduction_factor": 2.0},
+}
+
+_DATA_PATHS = (
+    "keypoints_train", "keypoints_val", "features_train", "features_val",
+    "labels_train_csv", "labels_val_csv",
+)  # fmt: skip
+
+
+def packaged_space(model: str) -> Path:
+    """The search space shipped for `model` inside the installed package."""
+    return Path(str(resources.files("signray") / "search_spaces" / DEFAULT_SPACES[model]))
+
+
+@dataclass
+class TunePlan:
+    base: TrainConfig  # every trial starts from it (fixed values of the space applied)
+    space: SearchSpace | None
+    space_file: Path | None
+    options: SearchOptions
+    files: ExperimentFiles
+    resumed: bool
+
+    @property
+    def searching(self) -> bool:
+        return self.space is not None and not self.options.single_run
+
+    def save(self) -> None:
+        """The experiment's own record, so that --resume needs no other flags."""
+        self.files.root.mkdir(parents=True, exist_ok=True)
+        if self.space_file is not None and self.space_file != self.files.space_copy:
+            shutil.copyfile(self.space_file, self.files.space_copy)
+        distributions = dict(self.space.params) if self.searching else {}
+        ExperimentState(self.base, self.options, distributions).save(self.files.driver_state)
+
+
+def _peek_model(path: str | None) -> str | None:
+    """The `model:` a search-space file declares, to default --model from it."""
+    if path is None or not Path(path).is_file():
+        return None
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except yaml.YAMLError:
+        return None  # load_search_space reports it
+    model = data.get("model") if isinstance(data, dict) else None
+    return model if isinstance(model, str) else None
+
+
+def _absolute_paths(cfg: TrainConfig) -> TrainConfig:
+    """Trials chdir into their own folders and may run on other nodes: paths must be absolute."""
+    changes = {
+        name: str(Path(getattr(cfg, name)).expanduser().resolve())
+        for name in _DATA_PATHS
+        if getattr(cfg, name) is not None
+    }
+    return dataclasses.replace(cfg, **changes)
+
+
+def _unwritable(folder: Path, flag: str) -> str | None:
+    """Why `folder` cannot be created or written to (asked of its nearest existing ancestor,
+    so that checking creates nothing); None when it can."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"`{flag}` {folder} cannot be created: {existing} is a file, not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"`{flag}` {folder} is not writable: {existing} does not allow writing"
+    return None
+
+
+def _batch_sizes(space: SearchSpace | None, base: TrainConfig) -> list[int]:
+    if space is not None and "batch_size" in space.params:
+        return [int(v) for v in representatives(space.params["batch_size"])]
+    return [base.batch_size]
+
+
+def plan_new(args: argparse.Namespace) -> TunePlan:
+    """Validate a new search from the tune command's flags; every problem at once."""
+    file_values = load_config_file(args.config) if args.config else {}
+    if getattr(args, "smoke_test", False):
+        for key, value in SMOKE["config"].items():
+            if not hasattr(args, key) and key not in file_values:
+                setattr(args, key, value)
+    space_path = args.search_space
+    if not hasattr(args, "model") and "model" not in file_values:
+        file_model = _peek_model(space_path)
+        if file_model is not None:
+            args.model = file_model
+    cfg = _absolute_paths(config_from_args(args))
+    single = args.single_run or (space_path is None and args.config is not None)
+    if space_path is None and not single:
+        if not cfg.smoke_test:
+            raise ConfigError(
+                "`--search-space FILE.yaml` is required (or --single-run / --config FILE to "
+                "run one config)"
+            )
+        space_path = str(packaged_space(cfg.model))
+    space = space_file = None
+    if space_path is not None:
+        space_file = Path(space_path).resolve()
+        space = load_search_space(space_file, cfg.model, cfg)
+        cfg = space.apply_fixed(cfg)
+    options = search_options_from_args(args, SMOKE["search"] if cfg.smoke_test else None)
+    options = options.replace(
+        single_run=single, workers_per_trial=options.workers_per_trial or cfg.ray_workers
+    )
+    if cfg.use_gpu and not options.gpus_per_trial:
+        options = options.replace(gpus_per_trial=1.0)
+    problems: list[str] = list(options.problems(cfg.epochs))
+    workers = options.workers_per_trial
+    bad = [b for b in _batch_sizes(space, cfg) if workers >= 1 and b % workers]
+    if bad:
+        problems.append(
+            f"`batch_size` is the global batch and must be divisible by --workers-per-trial "
+            f"{workers}, but the {'space' if space else 'config'} has batch_size={bad[0]}"
+        )
+    if options.gpus_per_trial > 0 and args.address is None:
+        import torch
+
+        if not torch.cuda.is_available():
+            problems.append(
+                "`--gpus-per-trial` > 0 but this machine has no CUDA GPU (join a GPU cluster "
+                "with --address)"
+            )
+    name = args.name or f"tune-{cfg.model}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if "/" in name or name in (".", ".."):
+        problems.append(f"`--name` must be a plain folder name, but got {name!r}")
+    storage = Path(args.storage_path).expanduser().resolve()
+    files = ExperimentFiles(storage / name)
+    if problem := _unwritable(storage, "--storage-path"):
+        problems.append(problem)
+    elif files.root.exists() and any(files.root.iterdir()):
+        problems.append(
+            f"experiment folder {files.root} already exists: add --resume to continue it, or "
+            "choose another --name"
+        )
+    if problems:
+        raise ConfigError(problems)
+    return TunePlan(cfg, space, space_file, options, files, resumed=False)
+
+
+def plan_resume(args: argparse.Namespace) -> TunePlan:
+    """The saved plan of the experiment --storage-path/--name (or --restore PATH)."""
+    if args.restore:
+        files = ExperimentFiles(Path(args.restore).expanduser().resolve())
+    else:
+        if not args.name:
+            raise ConfigError(["`--resume` needs the experiment's --name (and --storage-path)"])
+        files = ExperimentFiles(Path(args.storage_path).expanduser().resolve() / args.name)
+    if not files.driver_state.is_file():
+        raise ConfigError(
+            f"{files.root} is not a signray.tune experiment that can be resumed (no "
+            f"{files.DRIVER_STATE}); check --name/--storage-path or --restore"
+        )
+    state = ExperimentState.load(files.driver_state)
+    given = sorted(k for k in vars(args) if k in config_keys() or k in state.options.as_dict())
+    if given:
+        print(
+            f"note: --resume continues with the experiment's saved settings; ignoring "
+            f"{', '.join(flag(k) for k in given)}",
+            file=sys.stderr,
+        )
+    space = None
+    if files.space_copy.is_file():
+        space = load_search_space(files.space_copy, state.base.model, state.base)
+    return TunePlan(
+        state.base, space, files.space_copy if space else None, state.options, files, True
+    )

@@ -1,0 +1,157 @@
+"""The Ray Tune trainable: one trial trains one sampled config with the one training loop.
+
+- ``workers == 1``: the loop runs inside the trial's own process and reports through
+  `RayReporter(ray.tune.report, ray.tune.get_checkpoint)`. No TorchTrainer: on a small machine
+  its worker group, placement group and health checks cost tens of seconds per trial, and an
+  early-stopped trial frees its resources the moment Tune ends the trial's actor.
+- ``workers > 1``: the trial is a light driver that runs a Ray Train `TorchTrainer` (DDP over
+  sharded data, metrics reduced across ranks in the loop) named after the experiment and the trial
+  id, and forwards rank 0's reports to Tune with `TuneReportCallback`. The Train run keeps its own
+  best-K checkpoints under ``<experiment>/train_runs/``; a retried or resumed trial reuses the same
+  run name, so Ray Train restores it from its latest checkpoint.
+
+Data is validated and loaded once on the driver and `ray.put` once; trials receive the object
+refs and `ray.get` them, which maps the arrays zero-copy from the node's object store, so every
+trial on a node shares one copy and no trial reads the data files.
+
+A sampled config that cannot be built fails its trial with the config's own error message; the
+other trials carry on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+from ray import tune
+
+from signray.analysis.experiment import tidy_params
+from signray.config import TrainConfig, resolve_config
+from signray.io import write_text
+from signray.layout import ExperimentFiles
+from signray.training.loop import train_loop
+from signray.tuning.reporters import RayReporter
+
+__all__ = ["TrialSetup", "make_trainable", "trial_config"]
+# A multi-worker trial's own process only waits on `TorchTrainer.fit()`; it reserves no CPU (its
+# workers do, in their own placement group) and this much logical memory instead, because a
+# Tune trial must request some resource.
+DRIVER_MEMORY_BYTES = 256 * 1024**2
+
+
+@dataclass(frozen=True)
+class TrialSetup:
+    """Everything a trial needs besides its sampled values; small and picklable."""
+
+    base: TrainConfig  # the resolved base config, search-space fixed values applied
+    experiment_dir: str  # absolute
+    workers: int = 1
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    keep_checkpoints: int = 2
+
+    @property
+    def files(self) -> ExperimentFiles:
+        return ExperimentFiles(self.experiment_dir)
+
+    @property
+    def cpus_per_worker(self) -> float:
+        return self.cpus_per_trial / self.workers
+
+    @property
+    def gpus_per_worker(self) -> float:
+        return self.gpus_per_trial / self.workers
+
+    def with_runtime(self) -> TrialSetup:
+        """This setup with the base config's worker count, device and threads filled in."""
+        base = self.base
+        threads = base.num_threads or max(1, math.floor(self.cpus_per_worker))
+        return dataclasses.replace(
+            self,
+            base=dataclasses.replace(
+                base,
+                ray_workers=self.workers,
+                use_gpu=self.gpus_per_trial > 0,
+                num_threads=threads,
+                resume=None,
+                output_dir=os.fspath(self.experiment_dir),
+            ),
+        )
+
+    def resources(self) -> dict[str, float]:
+        """What Tune reserves for one trial (see DRIVER_MEMORY_BYTES for multi-worker trials)."""
+        if self.workers == 1:
+            return {"CPU": self.cpus_per_trial, "GPU": self.gpus_per_trial}
+        return {"CPU": 0, "GPU": 0, "memory": DRIVER_MEMORY_BYTES}
+
+
+def trial_config(sampled: Mapping[str, Any], setup: TrialSetup) -> TrainConfig:
+    """The trial's full config: sampled values merged onto the base config, validated."""
+    values = tidy_params(sampled)
+    return resolve_config(values, setup.base, source=f"the sampled trial config {values}")
+
+
+def _tune_report(metrics: dict[str, Any], checkpoint=None) -> None:
+    if checkpoint is not None:
+        checkpoint = tune.Checkpoint.from_directory(checkpoint.path)
+    tune.report(metrics, checkpoint=checkpoint)
+
+
+def _mark_done(setup: TrialSetup, result_summary: dict[str, Any]) -> None:
+    write_text(
+        setup.files.done_marker(tune.get_context().get_trial_id()), json.dumps(result_summary)
+    )
+
+
+def _run_trial(config: dict[str, Any], *, setup: TrialSetup, data: list) -> None:
+    # One line per saved checkpoint per epoch per trial drowns the trial table.
+    logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
+    cfg = trial_config(config, setup)
+    start = time.perf_counter()
+    if setup.workers == 1:
+        train, val = ray.get(list(data))
+        reporter = RayReporter(
+            _tune_report, tune.get_checkpoint, total_epochs=cfg.epochs, progress=False
+        )
+        result = train_loop(cfg, reporter, (train, val))
+        summary = {"epochs_run": result.epochs_run, "stopped_by_loop": result.stopped_early}
+    else:
+        from ray.tune.integration.ray_train import TuneReportCallback
+
+        from signray.tuning.launcher import run_torch_trainer
+
+        trial_id = tune.get_context().get_trial_id()
+        train_result = run_torch_trainer(
+            cfg,
+            list(data),
+            storage_path=setup.files.train_runs,
+            name=setup.files.train_run_name(trial_id),
+            cpus_per_worker=setup.cpus_per_worker,
+            gpus_per_worker=setup.gpus_per_worker or None,
+            keep_checkpoints=setup.keep_checkpoints,
+            callbacks=[TuneReportCallback()],
+            progress=False,
+        )
+        last = train_result.metrics or {}
+        summary = {"epochs_run": int(last.get("epoch", 0)), "stopped_by_loop": None}
+    summary["seconds"] = time.perf_counter() - start
+    _mark_done(setup, summary)
+
+
+def make_trainable(setup: TrialSetup, data_refs: list) -> Callable:
+    """The Tune trainable with its resources; `data_refs` are the driver's `ray.put` refs."""
+    setup = setup.with_runtime()
+    trainable = tune.with_parameters(_trainable, setup=setup, data=list(data_refs))
+    return tune.with_resources(trainable, setup.resources())
+
+
+def _trainable(config: dict[str, Any], setup: TrialSetup, data: list) -> None:
+    _run_trial(config, setup=setup, data=data)
