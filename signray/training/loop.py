@@ -67,12 +67,10 @@ def _default_device(cfg: TrainConfig) -> torch.device:
 
 
 def _local_batch_size(cfg: TrainConfig, world_size: int) -> int:
-    if cfg.batch_size % world_size:
+    """This rank's share of the global batch; the config checked that ray_workers divides it."""
+    if world_size != cfg.ray_workers:
         raise ConfigError(
-            [
-                f"`batch_size` is the global batch and must be divisible by the number of "
-                f"workers, but got batch_size={cfg.batch_size} with {world_size} workers"
-            ]
+            f"the loop runs on {world_size} ranks but the config has ray_workers={cfg.ray_workers}"
         )
     return cfg.batch_size // world_size
 

@@ -115,7 +115,7 @@ def read_tune_outcomes(experiment_dir: str | os.PathLike) -> tuple[dict[str, str
     for trial in analysis.trials:
         statuses[trial.trial_id] = str(trial.status)
         if trial.status == Status.ERROR:
-            errors[trial.trial_id] = error_reason(getattr(trial, "error_msg", None) or "")
+            errors[trial.trial_id] = error_reason(trial.get_pickled_error() or trial.get_error())
     return statuses, errors
 
 

@@ -419,7 +419,7 @@ CASES = [
     Case(
         "space-batches-not-split",
         tune("--search-space", "@s-batch.yaml", "--workers-per-trial", 2),
-        ["divisible by --workers-per-trial 2", "batch_size=17"],
+        ["must be divisible by `ray_workers`", "batch_size=17, ray_workers=2"],
         module=TUNE,
     ),
     # ---- tune flags and experiment folders

@@ -260,5 +260,5 @@ def test_trials_use_both_nodes_and_survive_losing_one(two_nodes, tmp_path):
     assert sorted({r["epoch"] for r in records}) == list(range(1, epochs + 1))
 
     for trial in trial_dirs(experiment):  # every trial's checkpoints are in the shared folder
-        assert epochs in {s["epoch"] for s in _checkpoints(trial)}, trial
+        assert epochs in {s.epoch for s in _checkpoints(trial)}, trial
     assert load_checkpoint(experiment / "IV3GRU_best.pt").model_name == "iv3_gru"

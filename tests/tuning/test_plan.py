@@ -141,7 +141,7 @@ def test_batch_sizes_must_split_across_workers(tmp_path, capsys):
         "--storage-path",
         tmp_path,
     )
-    assert "divisible by --workers-per-trial 4" in err and "batch_size=30" in err
+    assert "divisible by `ray_workers`" in err and "batch_size=30, ray_workers=4" in err
 
 
 def test_bad_config_flag(tmp_path, capsys):

@@ -16,7 +16,7 @@ def test_tensorboard_and_mlflow_from_a_tiny_tune_run(
     mlflow = pytest.importorskip("mlflow")
     from ray import tune
 
-    from signray.report import write_report
+    from signray.analysis.report import write_report
     from signray.tuning.tracking import mlflow_tracking_uri, tracking_callbacks
 
     def trainable(config):  # defined here so Ray pickles it by value (tests/ is no package)

@@ -11,16 +11,18 @@ import argparse
 import contextlib
 import dataclasses
 import sys
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from signray.errors import EXIT_USAGE, NonFiniteLossError, SignrayError
-from signray.fields import coerce, field_types, flag
+from signray.fields import coerce, field_types, flag, help_of
 
 __all__ = [
     "add_cluster_flags",
     "add_dataclass_flags",
     "add_output_dir_flag",
+    "command",
+    "command_parser",
     "given_values",
     "run_command",
     "user_errors_exit",
@@ -44,17 +46,17 @@ def add_dataclass_flags(
     group: argparse._ActionsContainer,
     cls: type,
     *,
-    help: Mapping[str, str] | None = None,
     choices: Mapping[str, Iterable[str]] | None = None,
     exclude: Iterable[str] = (),
     seen: set[str] | None = None,
 ) -> None:
     """One flag per field of dataclass `cls`; flags not given stay unset (argparse.SUPPRESS).
 
-    Unset flags let the caller layer defaults -> config file -> flags. Bools get ``--x/--no-x``.
+    Unset flags let the caller layer defaults -> config file -> flags. Bools get ``--x/--no-x``;
+    the help text is the field's own (`signray.fields.option`).
     `seen` skips fields another dataclass already added (two models share ``depth``).
     """
-    help, choices, skip = help or {}, choices or {}, set(exclude)
+    choices, skip = choices or {}, set(exclude)
     types = field_types(cls)
     for f in dataclasses.fields(cls):
         if f.name in skip or (seen is not None and f.name in seen) or f.name not in types:
@@ -64,7 +66,7 @@ def add_dataclass_flags(
         ftype = types[f.name]
         if ftype.base is object:
             continue
-        text = help.get(f.name, f.name.replace("_", " "))
+        text = help_of(f)
         if ftype.base is bool:
             group.add_argument(
                 flag(f.name),
@@ -132,6 +134,33 @@ def user_errors_exit() -> Iterator[None]:
 
 
 def run_command(body: Callable[[], int | None]) -> int:
-    """Run a command's body under `user_errors_exit`; its return value is the exit code."""
+    """Run a command body under `user_errors_exit`; it returns the exit code (None: 0)."""
     with user_errors_exit():
         return body() or 0
+
+
+def command_parser(module: str, doc: str | None) -> argparse.ArgumentParser:
+    """The parser of ``python -m MODULE`` (also a ``signray-*`` console script), described by the
+    first paragraph of the module's docstring."""
+    description = (doc or "").strip().split("\n\n")[0]
+    return argparse.ArgumentParser(prog=f"python -m {module}", description=description)
+
+
+def command(
+    build_parser: Callable[[], argparse.ArgumentParser],
+    run: Callable[[argparse.Namespace], int | None],
+    module_name: str,
+) -> Callable[[Sequence[str] | None], int]:
+    """A command's ``main(argv) -> exit code``: parse flags, run, turn user errors into exit 2.
+
+    Pass the module's ``__name__``: under ``python -m`` (``"__main__"``) the command runs now and
+    exits with its code; on import it only returns ``main`` (the console scripts call it).
+    """
+
+    def main(argv: Sequence[str] | None = None) -> int:
+        args = build_parser().parse_args(argv)
+        return run_command(lambda: run(args))
+
+    if module_name == "__main__":
+        sys.exit(main())
+    return main

@@ -1,4 +1,5 @@
-"""`python -m signray.evaluate`: score a checkpoint on a labelled split, per gloss and overall.
+"""Evaluate a checkpoint on a labelled split: overall and per-gloss accuracy, the most-confused
+pairs and confusion-matrix PNGs (``python -m signray.evaluate``).
 
 Writes metrics.json, per_gloss.csv, confused_pairs.csv and confusion-matrix PNGs into
 ``--output-dir`` (default: evaluation/ beside the checkpoint); see `signray.analysis.evaluation`.
@@ -8,24 +9,19 @@ The split is validated exactly as training validates it.
 from __future__ import annotations
 
 import argparse
-import sys
 
 from signray.analysis.evaluation import evaluate_to_dir, load_eval_split
-from signray.cli import add_output_dir_flag, run_command
+from signray.cli import add_output_dir_flag, command, command_parser
 from signray.config import TrainConfig
 from signray.errors import ConfigError
 from signray.layout import RunFiles
 from signray.training.checkpoint import load_checkpoint
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "run"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m signray.evaluate",
-        description="Evaluate a checkpoint on a labelled split: overall and per-gloss accuracy, "
-        "most-confused pairs and confusion-matrix PNGs.",
-    )
+    parser = command_parser("signray.evaluate", __doc__)
     parser.add_argument("--checkpoint", required=True, help="a signray checkpoint (*_best.pt)")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--keypoints-val", help="keypoint clips folder (per-clip or packed)")
@@ -58,37 +54,30 @@ def _check_args(args: argparse.Namespace, cfg: TrainConfig) -> None:
         raise ConfigError(problems)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-
-    def body() -> int:
-        ckpt = load_checkpoint(args.checkpoint)
-        cfg = ckpt.train_config
-        _check_args(args, cfg)
-        source = args.features_val or args.keypoints_val
-        split = load_eval_split(cfg, ckpt.input_dim, source, args.labels_val_csv)
-        out = args.output_dir or RunFiles.evaluation_beside(args.checkpoint)
-        m = evaluate_to_dir(
-            args.checkpoint,
-            split,
-            out,
-            args.gloss_names,
-            args.cat_names,
-            batch_size=args.batch_size,
-            top_k=args.top_k,
-        )
-        print(
-            f"{m['count']} clips: gloss accuracy {m['gloss_acc']:.4f}, "
-            f"top-{args.top_k} {m[f'gloss_top{args.top_k}']:.4f}, "
-            f"category accuracy {m['cat_acc']:.4f}, loss {m['loss']:.4f}\n"
-            f"wrote metrics.json, per_gloss.csv, confused_pairs.csv, confusion_gloss.png, "
-            f"confusion_cat.png to {out}",
-            flush=True,
-        )
-        return 0
-
-    return run_command(body)
+def run(args: argparse.Namespace) -> None:
+    ckpt = load_checkpoint(args.checkpoint)
+    cfg = ckpt.train_config
+    _check_args(args, cfg)
+    source = args.features_val or args.keypoints_val
+    split = load_eval_split(cfg, ckpt.input_dim, source, args.labels_val_csv)
+    out = args.output_dir or RunFiles.evaluation_beside(args.checkpoint)
+    m = evaluate_to_dir(
+        args.checkpoint,
+        split,
+        out,
+        args.gloss_names,
+        args.cat_names,
+        batch_size=args.batch_size,
+        top_k=args.top_k,
+    )
+    print(
+        f"{m['count']} clips: gloss accuracy {m['gloss_acc']:.4f}, "
+        f"top-{args.top_k} {m[f'gloss_top{args.top_k}']:.4f}, "
+        f"category accuracy {m['cat_acc']:.4f}, loss {m['loss']:.4f}\n"
+        f"wrote metrics.json, per_gloss.csv, confused_pairs.csv, confusion_gloss.png, "
+        f"confusion_cat.png to {out}",
+        flush=True,
+    )
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+main = command(build_parser, run, __name__)

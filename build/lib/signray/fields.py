@@ -26,7 +26,7 @@ from typing import Any
 
 from signray.errors import Problem
 
-__all__ = ["FieldType", "coerce", "field_types", "flag", "parse_number"]
+__all__ = ["FieldType", "coerce", "field_types", "flag", "help_of", "option", "parse_number"]
 
 _NUMBER_RE = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^[-+]?(inf|nan)$", re.I)
 _NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
@@ -101,3 +101,13 @@ def coerce(name: str, value: Any, ftype: FieldType) -> tuple[Any, Problem | None
 def flag(name: str) -> str:
     """The flag of field `name` in every command: ``batch_size`` -> ``--batch-size``."""
     return "--" + name.replace("_", "-")
+
+
+def option(default: Any, help: str) -> Any:
+    """A dataclass field with its help text: flags are generated from fields, help included."""
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
+def help_of(f: dataclasses.Field) -> str:
+    """The help text an `option` field carries, else its name in words."""
+    return f.metadata.get("help", f.name.replace("_", " "))

@@ -59,6 +59,11 @@ def rank_key(best_acc: float | None, cat_acc: float | None) -> tuple[float, floa
     return number(best_acc, -math.inf), number(cat_acc, 0.0)
 
 
+def _in_folder(name: str, doc: str) -> property:
+    """A property: ``root / name``, where `name` may use ``{class_name}``."""
+    return property(lambda self: self.root / name.format(**vars(self)), doc=doc)
+
+
 @dataclass(frozen=True)
 class RunFiles:
     """The files of one training run in its output folder."""
@@ -70,25 +75,11 @@ class RunFiles:
         object.__setattr__(self, "root", Path(root))
         object.__setattr__(self, "class_name", class_name)
 
-    @property
-    def best(self) -> Path:
-        return self.root / f"{self.class_name}_best.pt"
-
-    @property
-    def last(self) -> Path:
-        return self.root / f"{self.class_name}_last.pt"
-
-    @property
-    def log(self) -> Path:
-        return self.root / f"{self.class_name}_log.csv"
-
-    @property
-    def config(self) -> Path:
-        return self.root / "config.yaml"
-
-    @property
-    def learning_curve(self) -> Path:
-        return self.root / "learning_curve.png"
+    best = _in_folder("{class_name}_best.pt", "the best epoch's checkpoint")
+    last = _in_folder("{class_name}_last.pt", "the latest epoch's checkpoint (--resume it)")
+    log = _in_folder("{class_name}_log.csv", "one row per epoch")
+    config = _in_folder("config.yaml", "the resolved config (--config it)")
+    learning_curve = _in_folder("learning_curve.png", "loss and accuracy per epoch")
 
     @staticmethod
     def evaluation_beside(checkpoint: str | os.PathLike[str]) -> Path:
@@ -143,55 +134,29 @@ class ExperimentFiles:
     def __init__(self, root: str | os.PathLike[str]) -> None:
         object.__setattr__(self, "root", Path(root))
 
+    trials_csv = _in_folder(TRIALS_CSV, "one row per trial")
+    best_config = _in_folder(BEST_CONFIG, "the best trial's config (--config it)")
+    evaluation = _in_folder(EVALUATION_DIR, "the best checkpoint on the full val split")
+    report = _in_folder(REPORT_DIR, "plots and index.html")
+    train_runs = _in_folder(TRAIN_RUNS_DIR, "Ray Train runs of multi-worker trials")
+    driver_state = _in_folder(DRIVER_STATE, "base config, options and space for --resume")
+    space_copy = _in_folder(SPACE_COPY, "the search-space file the search read")
+    mlruns = _in_folder(MLRUNS_DIR, "the MLflow store (--mlflow)")
+    retrain = _in_folder(RETRAIN_DIR, "best_config.yaml's output_dir")
+
     @property
     def name(self) -> str:
         return self.root.name
 
-    @property
-    def trials_csv(self) -> Path:
-        return self.root / self.TRIALS_CSV
-
-    @property
-    def best_config(self) -> Path:
-        return self.root / self.BEST_CONFIG
-
     def best_checkpoint(self, class_name: str) -> Path:
         return RunFiles(self.root, class_name).best
-
-    @property
-    def evaluation(self) -> Path:
-        return self.root / self.EVALUATION_DIR
-
-    @property
-    def report(self) -> Path:
-        return self.root / self.REPORT_DIR
 
     def done_marker(self, trial_id: str) -> Path:
         return self.root / self.DONE_DIR / f"{trial_id}.json"
 
-    @property
-    def train_runs(self) -> Path:
-        return self.root / self.TRAIN_RUNS_DIR
-
     def train_run_name(self, trial_id: str) -> str:
         """The Ray Train run of a multi-worker trial: a retried trial reuses it and resumes."""
         return f"{self.name}-{trial_id}"
-
-    @property
-    def driver_state(self) -> Path:
-        return self.root / self.DRIVER_STATE
-
-    @property
-    def space_copy(self) -> Path:
-        return self.root / self.SPACE_COPY
-
-    @property
-    def mlruns(self) -> Path:
-        return self.root / self.MLRUNS_DIR
-
-    @property
-    def retrain(self) -> Path:
-        return self.root / self.RETRAIN_DIR
 
     @staticmethod
     def trial_dirname(trial_id: str) -> str:

@@ -1,14 +1,15 @@
-"""`python -m signray.train`: train one config, in this process or as DDP under Ray Train."""
+"""Train one sign-recognition model (transformer on keypoints, iv3_gru on InceptionV3
+features), in this process or as DDP under Ray Train (``python -m signray.train``).
+"""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 import time
 from pathlib import Path
 
-from signray.cli import add_cluster_flags, run_command
+from signray.cli import add_cluster_flags, command, command_parser
 from signray.config import TrainConfig, save_config
 from signray.config.flags import add_config_flags, config_from_args
 from signray.data import PackedSplit, build_loader
@@ -20,15 +21,11 @@ from signray.training.loop import LoopResult, resume_problems, train_loop
 from signray.training.reporters import FileReporter, batch_progress
 from signray.training.steps import LossWeights, evaluate
 
-__all__ = ["build_parser", "check_output_dir", "evaluate_checkpoint", "main"]
+__all__ = ["build_parser", "check_output_dir", "evaluate_checkpoint", "main", "run", "train"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m signray.train",
-        description="Train one sign-recognition model (transformer on keypoints, iv3_gru on "
-        "InceptionV3 features).",
-    )
+    parser = command_parser("signray.train", __doc__)
     add_config_flags(parser)
     parser.add_argument(
         "--overwrite",
@@ -106,7 +103,8 @@ def _run_ray(cfg: TrainConfig, data, args) -> LoopResult:
     )
 
 
-def run(cfg: TrainConfig, args: argparse.Namespace) -> LoopResult:
+def train(cfg: TrainConfig, args: argparse.Namespace) -> LoopResult:
+    """Check the outputs and inputs, then train in this process or under Ray Train."""
     files = RunFiles(cfg.output_dir, cfg.spec.class_name)
     check_output_dir(cfg, overwrite=args.overwrite)
     data = load_inputs(cfg)  # every data problem surfaces here, before any Ray start
@@ -135,40 +133,33 @@ def run(cfg: TrainConfig, args: argparse.Namespace) -> LoopResult:
     return train_loop(cfg, reporter, data, progress=progress)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def run(args: argparse.Namespace) -> None:
+    start = time.perf_counter()
+    cfg = config_from_args(args)
+    if cfg.resume is not None:
+        cfg = dataclasses.replace(cfg, resume=str(Path(cfg.resume).resolve()))
+    result = train(cfg, args)
+    files = RunFiles(cfg.output_dir, cfg.spec.class_name)
+    print(
+        f"done in {time.perf_counter() - start:.1f}s: {result.epochs_run} epochs"
+        f"{' (stopped early)' if result.stopped_early else ''}, best val_gloss_acc "
+        f"{result.best_val_gloss_acc:.4f} at epoch {result.best_epoch}; best checkpoint "
+        f"{files.best}",
+        flush=True,
+    )
+    log = Path(cfg.log_csv) if cfg.log_csv else files.log
+    if log.is_file():
+        from signray.analysis.figures import plot_learning_curve  # matplotlib only now
 
-    def body() -> int:
-        start = time.perf_counter()
-        cfg = config_from_args(args)
-        if cfg.resume is not None:
-            cfg = dataclasses.replace(cfg, resume=str(Path(cfg.resume).resolve()))
-        result = run(cfg, args)
-        files = RunFiles(cfg.output_dir, cfg.spec.class_name)
+        print(f"learning curve: {plot_learning_curve(log, files.learning_curve)}", flush=True)
+    if cfg.smoke_test:
+        _, val = load_inputs(cfg)
+        reloaded = evaluate_checkpoint(files.best, val, cfg.batch_size)
         print(
-            f"done in {time.perf_counter() - start:.1f}s: {result.epochs_run} epochs"
-            f"{' (stopped early)' if result.stopped_early else ''}, best val_gloss_acc "
-            f"{result.best_val_gloss_acc:.4f} at epoch {result.best_epoch}; best checkpoint "
-            f"{files.best}",
+            f"smoke test: reloaded {files.best.name}: val_gloss_acc "
+            f"{reloaded['val_gloss_acc']:.4f}",
             flush=True,
         )
-        log = Path(cfg.log_csv) if cfg.log_csv else files.log
-        if log.is_file():
-            from signray.analysis.figures import plot_learning_curve  # matplotlib only now
-
-            print(f"learning curve: {plot_learning_curve(log, files.learning_curve)}", flush=True)
-        if cfg.smoke_test:
-            _, val = load_inputs(cfg)
-            reloaded = evaluate_checkpoint(files.best, val, cfg.batch_size)
-            print(
-                f"smoke test: reloaded {files.best.name}: val_gloss_acc "
-                f"{reloaded['val_gloss_acc']:.4f}",
-                flush=True,
-            )
-        return 0
-
-    return run_command(body)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+main = command(build_parser, run, __name__)

@@ -1,4 +1,5 @@
-"""`python -m signray.tune`: distributed hyperparameter search (Optuna + ASHA on Ray Tune).
+"""Hyperparameter search over signray training runs with Ray Tune: Optuna TPE + ASHA, one trial
+per config, in-process or a TorchTrainer for --workers-per-trial > 1 (``python -m signray.tune``).
 
     python -m signray.tune --model transformer --search-space search_spaces/tx.yaml \\
         --keypoints-train ... --keypoints-val ... --labels-train-csv ... --labels-val-csv ... \\
@@ -16,24 +17,18 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import sys
 
-from signray.cli import add_cluster_flags, run_command
+from signray.cli import add_cluster_flags, command, command_parser
 from signray.config.flags import add_config_flags, add_search_flags
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "run"]
 
 # Set by the search itself for every trial, so not flags here.
 _TRIAL_SET_FIELDS = ("output_dir", "resume", "log_csv")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m signray.tune",
-        description="Hyperparameter search over signray training runs with Ray Tune: Optuna "
-        "TPE + ASHA, one trial per config (in-process, or a TorchTrainer for "
-        "--workers-per-trial > 1).",
-    )
+    parser = command_parser("signray.tune", __doc__)
     add_config_flags(parser, exclude=_TRIAL_SET_FIELDS)
     s = parser.add_argument_group("search")
     s.add_argument("--search-space", metavar="FILE.yaml", default=None,
@@ -74,27 +69,19 @@ def _resume_command(name: str, storage_path: str, address: str | None) -> str:
     return shlex.join(words)  # pasteable even when a path has spaces
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def run(args: argparse.Namespace) -> int | None:
+    from signray.tuning.plan import plan_new, plan_resume
 
-    def body() -> int:
-        from signray.tuning.plan import plan_new, plan_resume
+    plan = plan_resume(args) if args.resume_experiment or args.restore else plan_new(args)
+    from signray.tuning.driver import run_search  # imports Ray: only once input is valid
 
-        plan = plan_resume(args) if args.resume_experiment or args.restore else plan_new(args)
-        from signray.tuning.driver import run_search  # imports Ray: only once input is valid
-
-        return run_search(
-            plan,
-            address=args.address,
-            dashboard_host=args.dashboard_host,
-            dashboard_port=args.dashboard_port,
-            resume_command=_resume_command(
-                plan.files.name, str(plan.files.root.parent), args.address
-            ),
-        )
-
-    return run_command(body)
+    return run_search(
+        plan,
+        address=args.address,
+        dashboard_host=args.dashboard_host,
+        dashboard_port=args.dashboard_port,
+        resume_command=_resume_command(plan.files.name, str(plan.files.root.parent), args.address),
+    )
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+main = command(build_parser, run, __name__)

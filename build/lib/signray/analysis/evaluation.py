@@ -26,12 +26,12 @@ import torch
 
 from signray.analysis.figures import plot_confusion
 from signray.config import TrainConfig
-from signray.data import PackedSplit, collate_padded, load_split
+from signray.data import PackedSplit, collate_padded
 from signray.errors import DataError
 from signray.io import write_text
 from signray.layout import EVALUATION_FILES
 from signray.training.checkpoint import model_from_checkpoint
-from signray.training.inputs import input_paths
+from signray.training.inputs import load_split_for
 from signray.training.metrics import ClassificationMetrics
 from signray.training.steps import LossWeights, multitask_loss
 
@@ -125,16 +125,7 @@ def load_eval_split(
     labels_csv: str | os.PathLike | None,
 ) -> PackedSplit:
     """Validate and load a labelled split for a checkpoint trained with `cfg` on D=`input_dim`."""
-    _, _, keys = input_paths(cfg)
-    split = load_split(
-        source,
-        labels_csv,
-        keys=keys,
-        num_gloss=cfg.num_gloss,
-        num_cat=cfg.num_cat,
-        max_frames=cfg.max_frames,
-        split="evaluation",
-    )
+    split = load_split_for(cfg, source, labels_csv, "evaluation")
     if split.feature_dim != input_dim:
         raise DataError(
             [
@@ -258,19 +249,18 @@ def evaluate_to_dir(
             ("true_id", "true_name", "pred_id", "pred_name", "count", "share_of_true"), pairs
         ),
     )
-    plot_confusion(
-        cm_gloss,
-        [_label(i, gnames[i]) for i in range(cfg.num_gloss)],
-        out / EVALUATION_FILES["confusion_gloss"],
-        title=f"Gloss confusion ({n} clips, accuracy {metrics['gloss_acc']:.1%})",
-        axis_name="gloss",
-    )
-    plot_confusion(
-        cm_cat,
-        [_label(i, cnames[i]) for i in range(cfg.num_cat)],
-        out / EVALUATION_FILES["confusion_cat"],
-        title=f"Category confusion (accuracy {metrics['cat_acc']:.1%})",
-        axis_name="category",
-    )
+    for kind, matrix, names, title in (
+        (
+            "gloss",
+            cm_gloss,
+            gnames,
+            f"Gloss confusion ({n} clips, accuracy {metrics['gloss_acc']:.1%})",
+        ),
+        ("cat", cm_cat, cnames, f"Category confusion (accuracy {metrics['cat_acc']:.1%})"),
+    ):
+        labels = [_label(i, name) for i, name in enumerate(names)]
+        axis = "gloss" if kind == "gloss" else "category"
+        path = out / EVALUATION_FILES[f"confusion_{kind}"]
+        plot_confusion(matrix, labels, path, title=title, axis_name=axis)
     write_text(out / EVALUATION_FILES["metrics"], json.dumps(metrics, indent=2) + "\n")
     return metrics

@@ -6,24 +6,8 @@ problem is reported at once, naming the file, field and rule.
 
 from __future__ import annotations
 
-from signray.config.files import load_config_file, read_yaml, save_config
-from signray.config.train import (
-    SCHEDULERS,
-    TRAIN_FIELDS,
-    TrainConfig,
-    config_keys,
-    config_to_flat,
-    resolve_config,
-)
+from signray.config import files, train
+from signray.config.files import *  # noqa: F403  (the package's API is its modules')
+from signray.config.train import *  # noqa: F403
 
-__all__ = [
-    "SCHEDULERS",
-    "TRAIN_FIELDS",
-    "TrainConfig",
-    "config_keys",
-    "config_to_flat",
-    "load_config_file",
-    "read_yaml",
-    "resolve_config",
-    "save_config",
-]
+__all__ = [*train.__all__, *files.__all__]

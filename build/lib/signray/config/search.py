@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from signray.errors import ConfigError, Problem
-from signray.fields import coerce, field_types, flag
+from signray.fields import coerce, field_types, flag, option
 
 __all__ = ["SEARCHERS", "TRIAL_SCHEDULERS", "SearchOptions"]
 
@@ -24,19 +24,33 @@ TRIAL_SCHEDULERS = ("asha", "fifo")
 class SearchOptions:
     """Tune-level knobs of one search (flag names: ``--num-samples`` for `num_samples`, ...)."""
 
-    num_samples: int = 16
-    max_concurrent: int | None = None  # None: as many as the cluster's CPUs/GPUs fit
-    cpus_per_trial: float = 1.0
-    gpus_per_trial: float = 0.0
-    workers_per_trial: int | None = None  # None: the config's ray_workers
-    searcher: str = "tpe"
-    trial_scheduler: str = "asha"
-    grace_period: int = 1
-    reduction_factor: float = 2.0
-    keep_checkpoints: int = 2
-    max_failures: int = 0
-    mlflow: bool = False
-    single_run: bool = False
+    num_samples: int = option(16, "number of trials (default: 16; 6 with --smoke-test)")
+    # what one trial reserves, and how many trials run at once
+    max_concurrent: int | None = option(
+        None, "trials running at once (default: as many as the cluster's CPUs/GPUs fit)"
+    )
+    cpus_per_trial: float = option(
+        1.0, "CPUs per trial, shared by its workers; also its torch threads"
+    )
+    gpus_per_trial: float = option(0.0, "GPUs per trial, fractions allowed, shared by its workers")
+    workers_per_trial: int | None = option(
+        None,
+        "1: train inside the trial; N > 1: N DDP workers (a TorchTrainer) per trial",
+    )
+    # which configs are tried, and which trials are stopped early
+    searcher: str = option("tpe", "Optuna TPE, or Optuna random sampling as the baseline")
+    trial_scheduler: str = option(
+        "asha", "ASHA early stopping, or FIFO (every trial runs all epochs)"
+    )
+    grace_period: int = option(1, "ASHA: epochs every trial runs before it can be stopped")
+    reduction_factor: float = option(2.0, "ASHA: keep the top 1/FACTOR at each rung")
+    # what is kept and retried
+    keep_checkpoints: int = option(2, "best checkpoints kept per trial, by val_gloss_acc")
+    max_failures: int = option(0, "retries of a failed trial from its latest checkpoint")
+    mlflow: bool = option(
+        False, "also log every trial to EXPERIMENT/mlruns (needs signray[mlflow])"
+    )
+    single_run: bool = option(False, "run exactly one trial of the config (no search space needed)")
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> SearchOptions:

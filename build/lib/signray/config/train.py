@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from signray.errors import ConfigError, Problem
-from signray.fields import coerce, field_types
-from signray.models import arch_fields, get_model_spec, list_models, make_arch
+from signray.fields import coerce, field_types, option
+from signray.models import arch_fields, build_model, get_model_spec, list_models, make_arch
 
 __all__ = [
     "SCHEDULERS",
@@ -33,47 +33,61 @@ SCHEDULERS = ("plateau", "cosine", "none")
 class TrainConfig:
     """Everything one training run needs; `arch` holds the model's own architecture fields."""
 
-    model: str = "transformer"
+    model: str = option("transformer", "model to train (a registered name: transformer, iv3_gru)")
     # data
-    keypoints_train: str | None = None
-    keypoints_val: str | None = None
-    features_train: str | None = None
-    features_val: str | None = None
-    labels_train_csv: str | None = None
-    labels_val_csv: str | None = None
-    kp_key: str = "X"
-    feature_key: str = "X2048"
-    num_gloss: int = 105
-    num_cat: int = 10
-    max_frames: int | None = None
-    bucket: bool = True
+    keypoints_train: str | None = option(
+        None, "folder of per-clip keypoint .npz files (or a packed shard folder)"
+    )
+    keypoints_val: str | None = option(None, "validation keypoints folder (per-clip or packed)")
+    features_train: str | None = option(
+        None, "folder of per-clip InceptionV3 feature .npz files (or packed)"
+    )
+    features_val: str | None = option(None, "validation features folder (per-clip or packed)")
+    labels_train_csv: str | None = option(
+        None, "labels CSV with columns file,gloss,cat (0-based ids)"
+    )
+    labels_val_csv: str | None = option(None, "validation labels CSV")
+    kp_key: str = option("X", "npz key holding keypoints [T, D]")
+    feature_key: str = option("X2048", "npz key holding features [T, 2048]; falls back to X")
+    num_gloss: int = option(105, "number of glosses: gloss ids must be < this")
+    num_cat: int = option(10, "number of categories: category ids must be < this")
+    max_frames: int | None = option(None, "uniformly subsample clips longer than this many frames")
+    bucket: bool = option(True, "batch clips of similar length together (less padding)")
     # optimisation
-    epochs: int = 30
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    label_smoothing: float = 0.0
-    gloss_weight: float = 0.5
-    cat_weight: float = 0.5
-    grad_clip: float | None = 1.0
-    amp: bool = False
-    scheduler: str = "plateau"
-    scheduler_patience: int = 5
-    warmup_epochs: int = 0
-    early_stop: int | None = None
+    epochs: int = option(30, "epochs to train (in total, when resuming)")
+    batch_size: int = option(32, "global batch size (split across Ray workers)")
+    lr: float = option(1e-3, "peak learning rate of AdamW")
+    weight_decay: float = option(0.01, "AdamW weight decay")
+    label_smoothing: float = option(0.0, "label smoothing of both cross-entropy losses")
+    gloss_weight: float = option(0.5, "weight of the gloss loss")
+    cat_weight: float = option(0.5, "weight of the category loss")
+    grad_clip: float | None = option(1.0, "clip the gradient norm to this value (0 = off)")
+    amp: bool = option(False, "mixed precision: fp16 + GradScaler on CUDA, bf16 autocast on CPU")
+    scheduler: str = option("plateau", "LR schedule: plateau (on val gloss acc), cosine, none")
+    scheduler_patience: int = option(5, "plateau: epochs without improvement before the LR halves")
+    warmup_epochs: int = option(0, "linear warmup epochs before cosine decay")
+    early_stop: int | None = option(
+        None, "stop after this many epochs without val gloss acc improvement (0 = off)"
+    )
     # runtime
-    output_dir: str = "data/processed"
-    resume: str | None = None
-    log_csv: str | None = None
-    num_workers: int = 0
-    pin_memory: bool = False
-    prefetch_factor: int | None = None
-    seed: int = 42
-    deterministic: bool = False
-    num_threads: int | None = None
-    use_gpu: bool = False
-    ray_workers: int = 1
-    smoke_test: bool = False
+    output_dir: str = option(
+        "data/processed", "where checkpoints, the CSV log and the resolved config go"
+    )
+    resume: str | None = option(
+        None, "checkpoint (*_last.pt) to continue from, up to --epochs in total"
+    )
+    log_csv: str | None = option(None, "CSV log path (default: OUTPUT_DIR/{ModelName}_log.csv)")
+    num_workers: int = option(0, "DataLoader worker processes (0: load in the training process)")
+    pin_memory: bool = option(False, "page-locked batches for asynchronous copies to the GPU")
+    prefetch_factor: int | None = option(None, "batches each DataLoader worker prepares ahead")
+    seed: int = option(42, "seed of every random number generator")
+    deterministic: bool = option(False, "deterministic kernels (slower)")
+    num_threads: int | None = option(None, "torch intra-op threads for this process")
+    use_gpu: bool = option(False, "train on CUDA")
+    ray_workers: int = option(
+        1, "1 trains in this process; N > 1 runs DDP under a Ray Train TorchTrainer"
+    )
+    smoke_test: bool = option(False, "train on tiny built-in synthetic data (no files needed)")
     arch: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -170,6 +184,16 @@ class TrainConfig:
     @property
     def arch_config(self):
         return make_arch(self.model, self.arch)
+
+    def build_model(self, input_dim: int):
+        """This config's model for frames of width `input_dim` (untrained, on the CPU)."""
+        return build_model(
+            self.model,
+            self.arch,
+            input_dim=input_dim,
+            num_gloss=self.num_gloss,
+            num_cat=self.num_cat,
+        )
 
 
 # For these, 0 is the familiar way to say "off" on a command line.

@@ -11,13 +11,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from signray.cli import add_output_dir_flag, run_command
+from signray.cli import add_output_dir_flag, command, command_parser
 from signray.data.packed import PackedSplit
 from signray.data.shards import (
     FORMAT_NAME,
@@ -123,10 +121,7 @@ def pack_split(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m signray.data.pack",
-        description="Validate a per-clip .npz split and pack it into balanced shards.",
-    )
+    p = command_parser("signray.data.pack", __doc__)
     p.add_argument("--src", required=True, type=Path, help="folder of per-clip .npz files")
     p.add_argument("--labels", required=True, type=Path, help="labels CSV (file,gloss,cat)")
     add_output_dir_flag(p, "output folder for the shards", required=True)
@@ -140,16 +135,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-gloss", type=int, default=None, help="gloss ids must be < this")
     p.add_argument("--num-cat", type=int, default=None, help="category ids must be < this")
     p.add_argument("--max-frames", type=int, default=None, help="subsample longer clips")
-    p.add_argument("--overwrite", action="store_true", help="replace an earlier pack in --out")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace an earlier pack in --output-dir"
+    )
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return run_command(lambda: _pack(args))
-
-
-def _pack(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> None:
     keys = tuple(args.keys or ("X",))
     if args.num_shards < 1:
         raise DataError(f"--num-shards is {args.num_shards} (expected a positive integer)")
@@ -180,8 +172,6 @@ def _pack(args: argparse.Namespace) -> int:
         f"packed {len(split)} clips, {split.num_frames} frames, D = {split.feature_dim} "
         f"({mib:.1f} MiB) into {args.num_shards} shards in {out}"
     )
-    return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+main = command(build_parser, run, __name__)

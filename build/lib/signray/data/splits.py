@@ -52,37 +52,20 @@ def _cap_frames(split: PackedSplit, max_frames: int | None) -> PackedSplit:
 
 
 def load_split(
-    source: str | os.PathLike[str],
-    labels_csv: str | os.PathLike[str] | None = None,
-    *,
-    keys: Sequence[str] = ("X",),
-    num_gloss: int | None,
-    num_cat: int | None,
-    max_frames: int | None = None,
-    split: str = "train",
-    shard_indices: Sequence[int] | None = None,
+    source: str | os.PathLike[str], labels_csv: str | os.PathLike[str] | None = None, **options
 ) -> PackedSplit:
     """Validate and load one split into a ``PackedSplit``.
 
     ``source`` is a folder of per-clip ``.npz`` files (``labels_csv`` required) or a packed shard
     folder holding ``manifest.json`` (labels come from the shards; a ``labels_csv`` given too must
-    agree). ``keys`` are tried in order per file. ``num_gloss``/``num_cat`` bound the ids (``None``
-    only rejects negatives). ``max_frames`` uniformly subsamples longer clips. ``shard_indices``
-    loads only some shards, so a data-parallel worker reads only its part.
+    agree). ``options`` (keyword-only, see `load_split_with_key`): ``keys`` are tried in order
+    per file; ``num_gloss``/``num_cat`` bound the ids (``None`` only rejects negatives);
+    ``max_frames`` uniformly subsamples longer clips; ``shard_indices`` loads only some shards, so
+    a data-parallel worker reads only its part; ``split`` names the split in messages.
 
     Raises one ``DataError`` listing every problem; a gloss seen with two categories only warns.
     """
-    packed, _ = load_split_with_key(
-        source,
-        labels_csv,
-        keys=keys,
-        num_gloss=num_gloss,
-        num_cat=num_cat,
-        max_frames=max_frames,
-        split=split,
-        shard_indices=shard_indices,
-    )
-    return packed
+    return load_split_with_key(source, labels_csv, **options)[0]
 
 
 def load_split_with_key(
@@ -96,7 +79,7 @@ def load_split_with_key(
     split: str = "train",
     shard_indices: Sequence[int] | None = None,
 ) -> tuple[PackedSplit, str]:
-    """Like ``load_split`` but also returns the npz key most clips came from (for manifests)."""
+    """`load_split`, and the npz key most clips came from (for manifests)."""
     keys = (keys,) if isinstance(keys, str) else tuple(keys)
     problems = _check_args(num_gloss, num_cat, max_frames, keys)
     if problems:

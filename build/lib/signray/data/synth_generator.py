@@ -14,17 +14,19 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
 from signray.data.packed import PackedSplit
 from signray.errors import ConfigError
+from signray.fields import option
 
 __all__ = [
     "DIFFICULTIES",
     "NUM_POINTS",
     "Difficulty",
+    "SynthSpec",
     "generate",
     "feature_stream",
     "synthetic_splits",
@@ -233,66 +235,65 @@ class SynthClip:
     keypoints: np.ndarray
 
 
-def _check(
-    num_gloss: int,
-    num_cat: int,
-    train_per_gloss: int,
-    val_per_gloss: int,
-    difficulty: str,
-    min_len: int,
-    max_len: int,
-    feature_dim: int,
-) -> None:
-    problems = []
-    for name, value in (
-        ("num_gloss", num_gloss),
-        ("num_cat", num_cat),
-        ("train_per_gloss", train_per_gloss),
-        ("val_per_gloss", val_per_gloss),
-        ("min_len", min_len),
-        ("feature_dim", feature_dim),
-    ):
-        if not isinstance(value, int) or value < 1:
-            problems.append(f"{name} must be an integer >= 1, but got {value!r}")
-    if isinstance(num_gloss, int) and isinstance(num_cat, int) and num_cat > num_gloss:
-        problems.append(f"`num_cat <= num_gloss` must hold, but got {num_cat=}, {num_gloss=}")
-    if not isinstance(max_len, int) or (isinstance(min_len, int) and max_len < min_len):
-        problems.append(f"`min_len <= max_len` must hold, but got {min_len=}, {max_len=}")
-    if difficulty not in DIFFICULTIES:
-        problems.append(f"difficulty must be one of {', '.join(DIFFICULTIES)}, got {difficulty!r}")
-    if problems:
-        raise ConfigError(problems)
+@dataclass(frozen=True)
+class SynthSpec:
+    """The size and shape of a synthetic dataset; the same spec gives the same clips."""
+
+    num_gloss: int = option(105, "number of glosses")
+    num_cat: int = option(10, "number of categories (<= glosses)")
+    train_per_gloss: int = option(16, "training clips per gloss")
+    val_per_gloss: int = option(4, "validation clips per gloss")
+    seed: int = option(0, "seed of the generator: the same seed gives the same files")
+    difficulty: str = option("medium", "how confusable glosses are: easy, medium or hard")
+    # clip lengths in frames, and the width of the stand-in InceptionV3 features
+    min_len: int = option(16, "shortest clip, in frames")
+    max_len: int = option(120, "longest clip, in frames")
+    feature_dim: int = option(2048, "width of the stand-in InceptionV3 features")
+
+    def problems(self) -> list[str]:
+        problems = []
+        for name in ("num_gloss", "num_cat", "train_per_gloss", "val_per_gloss", "min_len"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                problems.append(f"{name} must be an integer >= 1, but got {value!r}")
+        if not isinstance(self.feature_dim, int) or self.feature_dim < 1:
+            problems.append(f"feature_dim must be an integer >= 1, but got {self.feature_dim!r}")
+        n_gloss, n_cat = self.num_gloss, self.num_cat
+        if isinstance(n_gloss, int) and isinstance(n_cat, int) and n_cat > n_gloss:
+            problems.append(f"`num_cat <= num_gloss` must hold, but got {n_cat=}, {n_gloss=}")
+        lo, hi = self.min_len, self.max_len
+        if not isinstance(hi, int) or (isinstance(lo, int) and hi < lo):
+            problems.append(f"`min_len <= max_len` must hold, but got min_len={lo}, max_len={hi}")
+        if self.difficulty not in DIFFICULTIES:
+            problems.append(
+                f"difficulty must be one of {', '.join(DIFFICULTIES)}, got {self.difficulty!r}"
+            )
+        return problems
 
 
 def generate(
-    *,
-    num_gloss: int,
-    num_cat: int,
-    train_per_gloss: int,
-    val_per_gloss: int,
-    seed: int,
-    difficulty: str,
-    min_len: int,
-    max_len: int,
-    feature_dim: int,
+    spec: SynthSpec,
 ) -> tuple[_World, dict[str, tuple[list[SynthClip], np.random.Generator]]]:
-    _check(
-        num_gloss, num_cat, train_per_gloss, val_per_gloss, difficulty, min_len, max_len,
-        feature_dim,
-    )  # fmt: skip
-    diff = DIFFICULTIES[difficulty]
-    world_ss, train_ss, val_ss, train_feat_ss, val_feat_ss = np.random.SeedSequence(seed).spawn(5)
-    world = _make_world(np.random.default_rng(world_ss), num_gloss, num_cat, feature_dim)
+    """The world and every clip of `spec`, per split, with each split's feature RNG."""
+    problems = spec.problems()
+    if problems:
+        raise ConfigError(problems)
+    diff = DIFFICULTIES[spec.difficulty]
+    world_ss, train_ss, val_ss, train_feat_ss, val_feat_ss = np.random.SeedSequence(
+        spec.seed
+    ).spawn(5)
+    world = _make_world(np.random.default_rng(world_ss), spec.num_gloss, spec.num_cat,
+                        spec.feature_dim)  # fmt: skip
     splits: dict[str, tuple[list[SynthClip], np.random.Generator]] = {}
     for split, per_gloss, ss, feat_ss in (
-        ("train", train_per_gloss, train_ss, train_feat_ss),
-        ("val", val_per_gloss, val_ss, val_feat_ss),
+        ("train", spec.train_per_gloss, train_ss, train_feat_ss),
+        ("val", spec.val_per_gloss, val_ss, val_feat_ss),
     ):
         rng = np.random.default_rng(ss)
         clips = []
-        for gloss in range(num_gloss):
+        for gloss in range(spec.num_gloss):
             for i in range(per_gloss):
-                kp, occluded = _make_clip(rng, world, gloss, diff, min_len, max_len)
+                kp, occluded = _make_clip(rng, world, gloss, diff, spec.min_len, spec.max_len)
                 cat = int(world.gloss_cat[gloss])
                 clips.append(SynthClip(f"g{gloss:03d}_{split}_{i:03d}", gloss, cat, occluded, kp))
         splits[split] = (clips, np.random.default_rng(feat_ss))
@@ -315,43 +316,22 @@ def feature_stream(
             chunk, frames = [], 0
 
 
-def synthetic_splits(
-    *,
-    kind: Kind = "keypoints",
-    num_gloss: int = 105,
-    num_cat: int = 10,
-    train_per_gloss: int = 16,
-    val_per_gloss: int = 4,
-    seed: int = 0,
-    difficulty: str = "medium",
-    min_len: int = 16,
-    max_len: int = 120,
-    feature_dim: int = 2048,
-) -> tuple[PackedSplit, PackedSplit]:
-    """In-memory ``(train, val)`` splits, equal to what ``write_dataset`` writes for these args."""
+def synthetic_splits(*, kind: Kind = "keypoints", **spec: Any) -> tuple[PackedSplit, PackedSplit]:
+    """In-memory ``(train, val)`` splits of `SynthSpec(**spec)`; ``write_dataset`` writes them."""
     if kind not in ("keypoints", "features"):
         raise ConfigError(f"kind must be 'keypoints' or 'features', but got {kind!r}")
-    world, splits = generate(
-        num_gloss=num_gloss,
-        num_cat=num_cat,
-        train_per_gloss=train_per_gloss,
-        val_per_gloss=val_per_gloss,
-        seed=seed,
-        difficulty=difficulty,
-        min_len=min_len,
-        max_len=max_len,
-        feature_dim=feature_dim,
-    )
-    diff = DIFFICULTIES[difficulty]
+    synth = SynthSpec(**spec)
+    world, splits = generate(synth)
     packed = []
     for clips, feat_rng in splits.values():
         if kind == "features":
-            arrays: Sequence[np.ndarray] = list(feature_stream(clips, feat_rng, world, diff))
+            arrays: Sequence[np.ndarray] = list(
+                feature_stream(clips, feat_rng, world, DIFFICULTIES[synth.difficulty])
+            )
         else:
             arrays = [c.keypoints for c in clips]
+        names = [c.name for c in clips]
         packed.append(
-            PackedSplit.from_clips(
-                arrays, [c.gloss for c in clips], [c.cat for c in clips], [c.name for c in clips]
-            )
+            PackedSplit.from_clips(arrays, [c.gloss for c in clips], [c.cat for c in clips], names)
         )
     return packed[0], packed[1]

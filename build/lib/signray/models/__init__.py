@@ -5,32 +5,10 @@ Each model module registers itself on import; adding a model is one module plus 
 
 from __future__ import annotations
 
-from signray.models import iv3_gru, transformer  # noqa: F401  (imported to register the models)
-from signray.models.base import ArchConfig, CheckpointMixin
-from signray.models.iv3_gru import IV3GRU, IV3GRUConfig
-from signray.models.registry import (
-    ModelSpec,
-    arch_fields,
-    build_model,
-    get_model_spec,
-    list_models,
-    make_arch,
-    register_model,
-)
-from signray.models.transformer import SignTransformer, TransformerConfig
+from signray.models import base, iv3_gru, registry, transformer
+from signray.models.base import *  # noqa: F403  (the package's API is its modules')
+from signray.models.iv3_gru import *  # noqa: F403  (imported: the model registers itself)
+from signray.models.registry import *  # noqa: F403
+from signray.models.transformer import *  # noqa: F403  (imported: the model registers itself)
 
-__all__ = [
-    "IV3GRU",
-    "ArchConfig",
-    "CheckpointMixin",
-    "IV3GRUConfig",
-    "ModelSpec",
-    "SignTransformer",
-    "TransformerConfig",
-    "arch_fields",
-    "build_model",
-    "get_model_spec",
-    "list_models",
-    "make_arch",
-    "register_model",
-]
+__all__ = [*base.__all__, *registry.__all__, *iv3_gru.__all__, *transformer.__all__]

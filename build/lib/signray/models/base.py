@@ -18,6 +18,7 @@ __all__ = [
     "ArchConfig",
     "CheckpointMixin",
     "InputNorm",
+    "SignModel",
     "check_dims",
     "check_inputs",
     "dropout_problems",
@@ -189,3 +190,18 @@ class CheckpointMixin:
                 f"missing keys {missing}, unexpected keys {unexpected}"
             )
         self.load_state_dict(dict(sd), strict=False)
+
+
+class SignModel(CheckpointMixin, nn.Module):
+    """What every registered model shares: sizes checked, its config, standardised inputs.
+
+    Subclasses build their layers after ``super().__init__(...)``; `input_norm` is fitted by the
+    training loop on the training frames and travels in checkpoints. Checkpoints leave out
+    weights that can be rebuilt (see `CheckpointMixin`).
+    """
+
+    def __init__(self, config: ArchConfig, input_dim: int, num_gloss: int, num_cat: int) -> None:
+        super().__init__()
+        check_dims(input_dim, num_gloss, num_cat)
+        self.config = config
+        self.input_norm = InputNorm(input_dim)

@@ -17,11 +17,10 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 from signray.errors import ConfigError, Problem
+from signray.fields import option
 from signray.models.base import (
     ArchConfig,
-    CheckpointMixin,
-    InputNorm,
-    check_dims,
+    SignModel,
     check_inputs,
     dropout_problems,
     positive_int_problems,
@@ -38,14 +37,23 @@ BACKBONE_INIT_SEED = 0
 class IV3GRUConfig(ArchConfig):
     """Architecture of `IV3GRU`; defaults match the FSL-105 reference (GRU 2048->16->12)."""
 
-    hidden1: int = 16
-    hidden2: int = 12
-    depth: int = 2
-    dropout: float = 0.3
-    bidirectional: bool = False
-    use_backbone: bool = False
-    pretrained_backbone: bool = False
-    freeze_backbone: bool = True
+    # GRU layers: hidden1 units, then hidden2 units for each further layer
+    # GRU layers: hidden1 units, then hidden2 units in each further layer
+    hidden1: int = option(16, "units of the first GRU layer")
+    hidden2: int = option(12, "units of every further GRU layer")
+    depth: int = option(2, "layers (transformer blocks, or stacked GRUs)")
+    dropout: float = option(0.3, "dropout probability")
+    bidirectional: bool = option(False, "bidirectional GRUs (packed sequences)")
+    # the InceptionV3 backbone, for raw frames instead of features
+    use_backbone: bool = option(
+        False, "read raw frames through an InceptionV3 backbone instead of features"
+    )
+    pretrained_backbone: bool = option(
+        False, "iv3_gru backbone: load ImageNet weights (never downloaded)"
+    )
+    freeze_backbone: bool = option(
+        True, "keep the backbone's weights fixed (and out of checkpoints)"
+    )
 
     @classmethod
     def rule_problems(cls, v: Mapping[str, Any]) -> list[Problem]:
@@ -106,7 +114,7 @@ def build_inception_backbone(*, pretrained: bool) -> nn.Module:
     return net
 
 
-class IV3GRU(CheckpointMixin, nn.Module):
+class IV3GRU(SignModel):
     """Stacked GRUs read at each clip's last frame; padding never changes a sample's outputs.
 
     Input is (B, T, input_dim) features, or (B, T, 3, H, W) raw frames when `use_backbone`
@@ -122,25 +130,17 @@ class IV3GRU(CheckpointMixin, nn.Module):
 
     backbone_chunk = 64  # frames per backbone call; bounds activation memory on long clips
 
-    def __init__(
-        self,
-        input_dim: int,
-        num_gloss: int,
-        num_cat: int,
-        config: IV3GRUConfig | None = None,
-    ) -> None:
-        super().__init__()
-        check_dims(input_dim, num_gloss, num_cat)
-        c = config if config is not None else IV3GRUConfig()
-        self.config = c
+    def __init__(self, input_dim: int, num_gloss: int, num_cat: int, config=None) -> None:
+        c: IV3GRUConfig = config if config is not None else IV3GRUConfig()
+        if c.use_backbone:
+            input_dim = BACKBONE_DIM  # the backbone emits 2048-d features; they are normalised
+        super().__init__(c, input_dim, num_gloss, num_cat)
         self.backbone: nn.Module | None = None
         if c.use_backbone:
             self.backbone = build_inception_backbone(pretrained=c.pretrained_backbone)
             if c.freeze_backbone:
                 self.backbone.requires_grad_(False)
                 self.backbone.eval()
-            input_dim = BACKBONE_DIM
-        self.input_norm = InputNorm(input_dim)
         directions = 2 if c.bidirectional else 1
         sizes = [c.hidden1] + [c.hidden2] * (c.depth - 1)
         self.grus = nn.ModuleList()

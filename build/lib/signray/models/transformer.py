@@ -12,11 +12,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from signray.errors import Problem
+from signray.fields import option
 from signray.models.base import (
     ArchConfig,
-    CheckpointMixin,
-    InputNorm,
-    check_dims,
+    SignModel,
     check_inputs,
     dropout_problems,
     positive_int_problems,
@@ -32,13 +31,13 @@ POOLS = ("mean", "max")
 class TransformerConfig(ArchConfig):
     """Architecture of `SignTransformer`; defaults match the FSL-105 reference (~3.3M params)."""
 
-    d_model: int = 256
-    n_heads: int = 8
-    depth: int = 4
-    ff_dim: int = 1024
-    dropout: float = 0.1
-    head_hidden: int = 128
-    pool: str = "mean"
+    d_model: int = option(256, "width of each frame's token vector")
+    n_heads: int = option(8, "attention heads (must divide d_model)")
+    depth: int = option(4, "layers (transformer blocks, or stacked GRUs)")
+    ff_dim: int = option(1024, "hidden width of each block's feed-forward layer")
+    dropout: float = option(0.1, "dropout probability")
+    head_hidden: int = option(128, "hidden width of the gloss and category heads")
+    pool: str = option("mean", "how frames become one vector: mean or max over the valid frames")
 
     @classmethod
     def rule_problems(cls, v: Mapping[str, Any]) -> list[Problem]:
@@ -122,21 +121,12 @@ def _head(d_model: int, hidden: int, out: int, dropout: float) -> nn.Sequential:
     )
 
 
-class SignTransformer(CheckpointMixin, nn.Module):
+class SignTransformer(SignModel):
     """Keypoint-sequence classifier; padded frames never influence valid frames or pooling."""
 
-    def __init__(
-        self,
-        input_dim: int,
-        num_gloss: int,
-        num_cat: int,
-        config: TransformerConfig | None = None,
-    ) -> None:
-        super().__init__()
-        check_dims(input_dim, num_gloss, num_cat)
-        c = config if config is not None else TransformerConfig()
-        self.config = c
-        self.input_norm = InputNorm(input_dim)
+    def __init__(self, input_dim: int, num_gloss: int, num_cat: int, config=None) -> None:
+        c: TransformerConfig = config if config is not None else TransformerConfig()
+        super().__init__(c, input_dim, num_gloss, num_cat)
         self.input_proj = nn.Linear(input_dim, c.d_model)
         self.input_drop = nn.Dropout(c.dropout)
         self.blocks = nn.ModuleList(

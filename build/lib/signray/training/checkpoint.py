@@ -22,7 +22,6 @@ import torch
 from signray.config import TrainConfig, config_to_flat, resolve_config
 from signray.errors import ConfigError
 from signray.io import atomic_write
-from signray.models import build_model
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -135,8 +134,6 @@ def model_from_checkpoint(
     """(model in eval mode, its TrainConfig, the checkpoint) rebuilt from a signray checkpoint."""
     ckpt = load_checkpoint(path, map_location)
     cfg = ckpt.train_config
-    model = build_model(
-        cfg.model, cfg.arch, input_dim=ckpt.input_dim, num_gloss=cfg.num_gloss, num_cat=cfg.num_cat
-    )
+    model = cfg.build_model(ckpt.input_dim)
     model.load_checkpoint_state_dict(ckpt.model)
     return model.to(map_location).eval(), cfg, ckpt

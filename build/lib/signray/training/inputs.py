@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from signray.config import TrainConfig
 from signray.data import PackedSplit, load_split, synthetic_splits
 from signray.errors import ConfigError, DataError
 
-__all__ = ["load_inputs", "input_paths", "SMOKE_DATA"]
+__all__ = ["SMOKE_DATA", "input_paths", "load_inputs", "load_split_for"]
 
 # Small enough for a real forward/backward in seconds, big enough for every gloss to appear.
 SMOKE_DATA = {"train_per_gloss": 3, "val_per_gloss": 1, "min_len": 12, "max_len": 40}
@@ -48,6 +49,22 @@ def _check_paths(cfg: TrainConfig) -> list[str]:
     return problems
 
 
+def load_split_for(
+    cfg: TrainConfig, source: str | os.PathLike[str], labels_csv: str | None, split: str
+) -> PackedSplit:
+    """One split, validated the way `cfg`'s model reads it (npz keys, id ranges, max_frames)."""
+    _, _, keys = input_paths(cfg)
+    return load_split(
+        source,
+        labels_csv,
+        keys=keys,
+        num_gloss=cfg.num_gloss,
+        num_cat=cfg.num_cat,
+        max_frames=cfg.max_frames,
+        split=split,
+    )
+
+
 def load_inputs(cfg: TrainConfig) -> tuple[PackedSplit, PackedSplit]:
     """Validate and load both splits, reporting every problem in either split at once."""
     if cfg.smoke_test:
@@ -62,7 +79,7 @@ def load_inputs(cfg: TrainConfig) -> tuple[PackedSplit, PackedSplit]:
     problems = _check_paths(cfg)
     if problems:
         raise ConfigError(problems)
-    train_src, val_src, keys = input_paths(cfg)
+    train_src, val_src, _ = input_paths(cfg)
     splits: list[PackedSplit] = []
     problems = []
     for split, src, csv in (
@@ -70,17 +87,7 @@ def load_inputs(cfg: TrainConfig) -> tuple[PackedSplit, PackedSplit]:
         ("val", val_src, cfg.labels_val_csv),
     ):
         try:
-            splits.append(
-                load_split(
-                    src,
-                    csv,
-                    keys=keys,
-                    num_gloss=cfg.num_gloss,
-                    num_cat=cfg.num_cat,
-                    max_frames=cfg.max_frames,
-                    split=split,
-                )
-            )
+            splits.append(load_split_for(cfg, src, csv, split))
         except DataError as err:
             problems.extend(f"[{split}] {p}" for p in err.problems)
     if problems:

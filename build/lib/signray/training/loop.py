@@ -21,7 +21,6 @@ from signray.config import TrainConfig
 from signray.data import PackedSplit, build_loader
 from signray.errors import ConfigError
 from signray.layout import METRIC
-from signray.models import build_model
 from signray.training.checkpoint import Checkpoint
 from signray.training.inputs import load_inputs
 from signray.training.optim import build_optimizer, build_scheduler, seed_everything
@@ -68,12 +67,10 @@ def _default_device(cfg: TrainConfig) -> torch.device:
 
 
 def _local_batch_size(cfg: TrainConfig, world_size: int) -> int:
-    if cfg.batch_size % world_size:
+    """This rank's share of the global batch; the config checked that ray_workers divides it."""
+    if world_size != cfg.ray_workers:
         raise ConfigError(
-            [
-                f"`batch_size` is the global batch and must be divisible by the number of "
-                f"workers, but got batch_size={cfg.batch_size} with {world_size} workers"
-            ]
+            f"the loop runs on {world_size} ranks but the config has ray_workers={cfg.ray_workers}"
         )
     return cfg.batch_size // world_size
 
@@ -117,13 +114,7 @@ def train_loop(
     seed_everything(cfg.seed, cfg.deterministic)
     train, val = data if data is not None else load_inputs(cfg)
 
-    model = build_model(
-        cfg.model,
-        cfg.arch,
-        input_dim=train.feature_dim,
-        num_gloss=cfg.num_gloss,
-        num_cat=cfg.num_cat,
-    ).to(device)
+    model = cfg.build_model(train.feature_dim).to(device)
     model.input_norm.fit(train.frames)  # replaced by the checkpoint's statistics on resume
     optimizer = build_optimizer(cfg, model)
     scheduler = build_scheduler(cfg, optimizer)

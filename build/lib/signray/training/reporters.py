@@ -24,6 +24,7 @@ __all__ = [
     "LOG_COLUMNS",
     "CheckpointFn",
     "FileReporter",
+    "ProgressLine",
     "Reporter",
     "batch_progress",
     "format_progress",
@@ -53,6 +54,22 @@ class Reporter(Protocol):
 
     def report(self, metrics: dict[str, float], checkpoint: CheckpointFn, *, is_best: bool) -> None:
         """Called once per epoch on every rank; `checkpoint()` builds the checkpoint lazily."""
+
+
+class ProgressLine:
+    """Prints one line per epoch, with an ETA from the mean epoch time since it was made."""
+
+    def __init__(self, total_epochs: int, stream: TextIO | None = None) -> None:
+        self.total_epochs = total_epochs
+        self.stream = stream
+        self._start = time.perf_counter()
+        self._done = 0
+
+    def print(self, metrics: dict[str, float]) -> None:
+        self._done += 1
+        elapsed = time.perf_counter() - self._start
+        line = format_progress(metrics, self.total_epochs, elapsed, self._done)
+        print(line, file=self.stream or sys.stdout, flush=True)
 
 
 def format_progress(metrics: dict[str, float], total_epochs: int, elapsed: float, done: int) -> str:
@@ -116,18 +133,13 @@ class FileReporter:
         log_csv: str | os.PathLike | None = None,
         resume: str | os.PathLike | None = None,
         rank: int = 0,
-        stream=sys.stdout,
+        stream: TextIO | None = None,
     ) -> None:
         files = RunFiles(output_dir, class_name)
         self.best_path, self.last_path = files.best, files.last
         self.log_path = Path(log_csv) if log_csv else files.log
-        self.resume = resume
-        self.total_epochs = total_epochs
-        self.rank = rank
-        self.stream = stream
-        self._start = time.perf_counter()
-        self._reported = 0
-        self._resumed_epoch = 0
+        self.resume, self.rank = resume, rank
+        self.progress = ProgressLine(total_epochs, stream)
 
     def resume_state(self) -> Checkpoint | None:
         if self.resume is None:
@@ -136,9 +148,8 @@ class FileReporter:
                 self.log_path.unlink(missing_ok=True)
             return None
         checkpoint = load_checkpoint(self.resume)
-        self._resumed_epoch = checkpoint.epoch
         if self.rank == 0:
-            self._truncate_log(self._resumed_epoch)
+            self._truncate_log(checkpoint.epoch)
         return checkpoint
 
     def _truncate_log(self, epoch: int) -> None:
@@ -157,19 +168,13 @@ class FileReporter:
         write_text(self.log_path, buf.getvalue())
 
     def report(self, metrics: dict[str, float], checkpoint: CheckpointFn, *, is_best: bool) -> None:
-        self._reported += 1
         if self.rank != 0:
             return
         save_checkpoint(checkpoint(), self.last_path)
         if is_best:
             copy_file(self.last_path, self.best_path)
         self._append_log(metrics)
-        elapsed = time.perf_counter() - self._start
-        print(
-            format_progress(metrics, self.total_epochs, elapsed, self._reported),
-            file=self.stream,
-            flush=True,
-        )
+        self.progress.print(metrics)
 
     def _append_log(self, metrics: dict[str, float]) -> None:
         new = not self.log_path.is_file()

@@ -17,8 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from signray.config import TrainConfig, config_keys, load_config_file
-from signray.config.distributions import representatives
+from signray.config import TrainConfig, config_keys, load_config_file, resolve_config
 from signray.config.experiment_state import ExperimentState
 from signray.config.flags import config_from_args, search_options_from_args
 from signray.config.search import SearchOptions
@@ -108,12 +107,6 @@ def _unwritable(folder: Path, flag: str) -> str | None:
     return None
 
 
-def _batch_sizes(space: SearchSpace | None, base: TrainConfig) -> list[int]:
-    if space is not None and "batch_size" in space.params:
-        return [int(v) for v in representatives(space.params["batch_size"])]
-    return [base.batch_size]
-
-
 def plan_new(args: argparse.Namespace) -> TunePlan:
     """Validate a new search from the tune command's flags; every problem at once."""
     file_values = load_config_file(args.config) if args.config else {}
@@ -127,7 +120,15 @@ def plan_new(args: argparse.Namespace) -> TunePlan:
         if file_model is not None:
             args.model = file_model
     cfg = _absolute_paths(config_from_args(args))
+    options = search_options_from_args(args, SMOKE["search"] if cfg.smoke_test else None)
     single = args.single_run or (space_path is None and args.config is not None)
+    workers = cfg.ray_workers if options.workers_per_trial is None else options.workers_per_trial
+    options = options.replace(single_run=single, workers_per_trial=workers)
+    problems: list[str] = list(options.problems(cfg.epochs))
+    if workers >= 1:
+        # Every trial runs on `workers` ranks: the config and every batch size the space can
+        # sample must split over them (TrainConfig's own rule, checked with the space).
+        cfg = resolve_config({"ray_workers": workers}, cfg, source="--workers-per-trial")
     if space_path is None and not single:
         if not cfg.smoke_test:
             raise ConfigError(
@@ -140,20 +141,8 @@ def plan_new(args: argparse.Namespace) -> TunePlan:
         space_file = Path(space_path).resolve()
         space = load_search_space(space_file, cfg.model, cfg)
         cfg = space.apply_fixed(cfg)
-    options = search_options_from_args(args, SMOKE["search"] if cfg.smoke_test else None)
-    options = options.replace(
-        single_run=single, workers_per_trial=options.workers_per_trial or cfg.ray_workers
-    )
     if cfg.use_gpu and not options.gpus_per_trial:
         options = options.replace(gpus_per_trial=1.0)
-    problems: list[str] = list(options.problems(cfg.epochs))
-    workers = options.workers_per_trial
-    bad = [b for b in _batch_sizes(space, cfg) if workers >= 1 and b % workers]
-    if bad:
-        problems.append(
-            f"`batch_size` is the global batch and must be divisible by --workers-per-trial "
-            f"{workers}, but the {'space' if space else 'config'} has batch_size={bad[0]}"
-        )
     if options.gpus_per_trial > 0 and args.address is None:
         import torch
 

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import sys
 import tempfile
-import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import ray
@@ -13,11 +12,12 @@ from ray.train import Checkpoint as RayCheckpoint
 
 from signray.layout import CHECKPOINT_FILE
 from signray.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from signray.training.reporters import CheckpointFn, format_progress
+from signray.training.reporters import CheckpointFn, ProgressLine
 
 __all__ = ["RayReporter"]
 
 
+@dataclass
 class RayReporter:
     """Every rank reports (Ray's report is a barrier); only rank 0 attaches a checkpoint.
 
@@ -27,24 +27,17 @@ class RayReporter:
     `ray.tune.get_checkpoint` inside a Tune trial.
     """
 
-    def __init__(
-        self,
-        report_fn: Callable[..., None],
-        get_checkpoint_fn: Callable[[], RayCheckpoint | None],
-        *,
-        rank: int = 0,
-        total_epochs: int,
-        progress: bool = True,
-        fallback_resume: str | None = None,
-    ) -> None:
-        self.report_fn = report_fn
-        self.get_checkpoint_fn = get_checkpoint_fn
-        self.rank = rank
-        self.total_epochs = total_epochs
-        self.progress = progress
-        self.fallback_resume = fallback_resume
-        self._start = time.perf_counter()
-        self._reported = 0
+    report_fn: Callable[..., None]
+    get_checkpoint_fn: Callable[[], RayCheckpoint | None]
+    total_epochs: int
+    rank: int = 0
+    progress: bool = True  # a line per epoch on rank 0's stdout
+    fallback_resume: str | None = None
+
+    def __post_init__(self) -> None:
+        self._line = ProgressLine(self.total_epochs) if self.progress and self.rank == 0 else None
+        # Which Ray node ran this epoch (rank 0's, for Train runs): on a cluster whose nodes
+        # share an IP (several per host, or NAT) Tune's own `node_ip`/`hostname` cannot tell.
         self.node_id = ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
 
     def resume_state(self) -> Checkpoint | None:
@@ -58,17 +51,9 @@ class RayReporter:
         return state
 
     def report(self, metrics: dict[str, float], checkpoint: CheckpointFn, *, is_best: bool) -> None:
-        self._reported += 1
-        # Which Ray node ran this epoch (rank 0's, for Train runs): on a cluster whose nodes
-        # share an IP (several per host, or NAT) Tune's own `node_ip`/`hostname` cannot tell.
         metrics = {**metrics, "node_id": self.node_id}
-        if self.progress and self.rank == 0:
-            elapsed = time.perf_counter() - self._start
-            print(
-                format_progress(metrics, self.total_epochs, elapsed, self._reported),
-                file=sys.stdout,
-                flush=True,
-            )
+        if self._line is not None:
+            self._line.print(metrics)
         if self.rank != 0:  # rank 0 checkpoints every epoch: a retried trial loses nothing
             self.report_fn(metrics, checkpoint=None)
             return
