@@ -31,6 +31,7 @@ __all__ = [
     "copy_file",
     "read_bytes",
     "read_text",
+    "remove_tree",
     "write_bytes",
     "write_npz",
     "write_text",
@@ -107,6 +108,15 @@ def copy_file(src: PathLike, dst: PathLike) -> Location:
         return target
     with source.open("rb") as f:
         return atomic_write(target, lambda out: shutil.copyfileobj(f, out))
+
+
+def remove_tree(path: PathLike) -> None:
+    """Delete a folder and everything below it (a key prefix on an object store)."""
+    target = as_location(path)
+    if isinstance(target, RemotePath):
+        target.fs.delete_dir(target.fs_path)
+    else:
+        shutil.rmtree(target)
 
 
 def write_npz(path: PathLike, arrays: Mapping[str, np.ndarray]) -> Location:

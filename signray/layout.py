@@ -19,6 +19,7 @@ __all__ = [
     "MODE",
     "TIME_ATTR",
     "CHECKPOINT_FILE",
+    "CHECKPOINT_METRICS",
     "EVALUATION_FILES",
     "REPORT_FILES",
     "Status",
@@ -33,8 +34,10 @@ METRIC = "val_gloss_acc"
 MODE = "max"
 TIME_ATTR = "epoch"
 
-# The file inside every Ray (Train or Tune) checkpoint folder.
+# The file inside every Ray (Train or Tune) checkpoint folder, and its metrics beside it (read
+# without downloading the checkpoint, e.g. to pick the best one on an object store).
 CHECKPOINT_FILE = "state.pt"
+CHECKPOINT_METRICS = "metrics.json"
 
 
 class Status:

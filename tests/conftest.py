@@ -7,7 +7,7 @@ import os
 import pytest
 
 from signray.data import synthetic_splits
-from signray.tuning.cluster import LOOPBACK_ENV
+from signray.tuning.address import LOOPBACK_ENV
 
 # Every Ray process a test starts (and its subprocesses) stays on 127.0.0.1.
 os.environ.setdefault(LOOPBACK_ENV, "0")
