@@ -82,7 +82,8 @@ def run_search(
     if plan.resumed:
         if not can_restore(plan.files):
             raise ConfigError([f"{plan.files.root} holds no Ray Tune state to resume from yet"])
-        tuner = restore_tuner(plan.files, setup, refs, retry_errored=retry_errored)
+        with quiet_missing_results():  # a trial that had not started has no results yet
+            tuner = restore_tuner(plan.files, setup, refs, retry_errored=retry_errored)
     else:
         plan.save()
         tuner = build_tuner(plan.space if plan.searching else None, setup, refs, o)
