@@ -58,7 +58,7 @@ class MotoServer:
             except OSError:
                 if self.proc.poll() is not None or time.time() > deadline:
                     self.stop()
-                    raise RuntimeError(f"moto did not start: {(log_dir / self.log.name)}")
+                    raise RuntimeError(f"moto did not start, see {self.log.name}") from None
                 time.sleep(0.2)
 
     @property
