@@ -92,4 +92,8 @@ class RemoveTrainPlacementGroups(tune.Callback):
                 )
                 continue
             self.removed.append(group)
-            logger.info("removed the placement group %s of trial %s (%s)", group, trial_id, state)
+            print(
+                f"freed the worker placement group {group} of trial {trial_id}, which Tune "
+                "ended before its Ray Train run could",
+                flush=True,
+            )

@@ -100,17 +100,17 @@ def _absolute_paths(cfg: TrainConfig) -> TrainConfig:
     return dataclasses.replace(cfg, **changes)
 
 
-def _experiment_problems(files: ExperimentFiles, opts: SearchOptions, where: str) -> list[str]:
-    """Whether the experiment folder can be written (in seconds, before any Ray process), and
-    what must stay local when it is an object-store URI."""
-    storage = files.root if where == "--restore" else files.root.parent
-    problem = writable_problem(storage, where)
-    if problem:
-        return [problem]
+def _storage_problem(files: ExperimentFiles, where: str) -> str | None:
+    """Whether the experiment folder can be written: in seconds, before any Ray process."""
+    return writable_problem(files.root if where == "--restore" else files.root.parent, where)
+
+
+def _local_only_problems(files: ExperimentFiles, opts: SearchOptions, where: str) -> list[str]:
+    """What must stay local when the experiment folder is an object-store URI."""
     if opts.mlflow and isinstance(files.root, RemotePath):
         return [
             f"`--mlflow` keeps its SQLite store in the experiment folder, which must be local, "
-            f"but `{where}` is the object-store URI {storage}; use a local folder with --mlflow"
+            f"but `{where}` is the object-store URI {files.root}; use a local folder with --mlflow"
         ]
     return []
 
@@ -163,13 +163,14 @@ def plan_new(args: argparse.Namespace) -> TunePlan:
     if "/" in name or name in (".", ".."):
         problems.append(f"`--name` must be a plain folder name, but got {name!r}")
     files = ExperimentFiles(absolute(args.storage_path) / name)
-    if storage_problems := _experiment_problems(files, options, "--storage-path"):
-        problems.extend(storage_problems)
+    if problem := _storage_problem(files, "--storage-path"):
+        problems.append(problem)
     elif files.root.exists() and any(files.root.iterdir()):
         problems.append(
             f"experiment folder {files.root} already exists: add --resume to continue it, or "
             "choose another --name"
         )
+    problems.extend(_local_only_problems(files, options, "--storage-path"))
     if problems:
         raise ConfigError(problems)
     return TunePlan(cfg, space, space_file, options, files, resumed=False)
@@ -184,6 +185,8 @@ def plan_resume(args: argparse.Namespace) -> TunePlan:
             raise ConfigError(["`--resume` needs the experiment's --name (and --storage-path)"])
         files = ExperimentFiles(absolute(args.storage_path) / args.name)
     where = "--restore" if args.restore else "--storage-path"
+    if problem := _storage_problem(files, where):
+        raise ConfigError([problem])
     try:
         saved = files.driver_state.is_file()
     except OSError as err:
@@ -194,9 +197,13 @@ def plan_resume(args: argparse.Namespace) -> TunePlan:
             f"{files.DRIVER_STATE}); check --name/--storage-path or --restore"
         )
     state = ExperimentState.load(files.driver_state)
-    if problems := _experiment_problems(files, state.options, where):
+    if problems := _local_only_problems(files, state.options, where):
         raise ConfigError(problems)
-    given = sorted(k for k in vars(args) if k in config_keys() or k in state.options.as_dict())
+    given = sorted(
+        k
+        for k, v in vars(args).items()
+        if (k in config_keys() or k in state.options.as_dict()) and (k != "single_run" or v)
+    )  # --single-run is the one such flag argparse always sets
     if given:
         print(
             f"note: --resume continues with the experiment's saved settings; ignoring "
