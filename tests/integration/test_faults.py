@@ -10,9 +10,7 @@ others there; a node dying mid-search in test_multinode.py.
 
 from __future__ import annotations
 
-import glob
 import hashlib
-import json
 import os
 import signal
 import subprocess
@@ -27,6 +25,7 @@ from rayhelpers import (
     Driver,
     get_psutil,
     result_records,
+    saved_statuses,
     trial_dirs,
     trial_rows,
     wait_until,
@@ -112,21 +111,6 @@ def test_killed_trial_process_resumes_from_its_latest_checkpoint(ray_cluster, tm
     assert sorted({r["epoch"] for r in records}) == list(range(1, EPOCHS + 1))
 
 
-def _saved_statuses(experiment: Path) -> dict[str, str]:
-    """Trial id -> status in the newest experiment state Tune saved to storage."""
-    states = sorted(glob.glob(str(experiment / "experiment_state-*.json")))
-    if not states:
-        return {}
-    try:
-        data = json.loads(Path(states[-1]).read_text())
-    except (OSError, json.JSONDecodeError):  # being replaced right now
-        return {}
-    return {
-        state["trial_id"]: state["status"]
-        for state in (json.loads(s) for s, _ in data["trial_data"])
-    }
-
-
 def _fingerprint(folder: Path) -> dict[str, tuple[str, int | None]]:
     """Every file below `folder`: (sha256, mtime_ns), the mtime only for what the trial itself
     writes (checkpoints). Tune's driver rewrites result.json & co. with the same bytes when
@@ -153,7 +137,7 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(ray_cluster, tm
     experiment = tmp_path / "drv"
 
     def finished_and_one_running():
-        saved = _saved_statuses(experiment)
+        saved = saved_statuses(experiment)
         done = {t for t, s in saved.items() if s == "TERMINATED"}
         running = [
             t
