@@ -132,8 +132,6 @@ class RemotePath:
             raise ValueError(f"{name!r}: relative parts are not allowed in object-store paths")
         return self._child("/".join([self._key, *parts]) if self._key else "/".join(parts))
 
-    joinpath = __truediv__
-
     @property
     def name(self) -> str:
         return self._key.rpartition("/")[2]
@@ -141,10 +139,6 @@ class RemotePath:
     @property
     def stem(self) -> str:
         return Path(self.name).stem
-
-    @property
-    def suffix(self) -> str:
-        return Path(self.name).suffix
 
     @property
     def parent(self) -> RemotePath:

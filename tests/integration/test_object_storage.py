@@ -126,12 +126,12 @@ def test_search_on_object_storage_survives_ctrl_c_and_is_used_from_the_bucket(
     assert load_checkpoint(best).metrics["val_gloss_acc"] == pytest.approx(
         max(float(r["best_val_gloss_acc"]) for r in rows)
     )
-    capsys.readouterr()
     assert evaluate(["--checkpoint", best, "--keypoints-val", f"{data}/packed_val",
                      "--output-dir", f"s3://{s3_bucket}/eval"]) == 0  # fmt: skip
     metrics = json.loads(s3.read(s3_bucket, "eval/metrics.json"))
     assert metrics["checkpoint"] == best and metrics["count"] == 12
     clip = f"{data}/keypoints_val/g000_val_000.npz"
+    capsys.readouterr()
     assert predict(["--checkpoint", best, clip, "--json"]) == 0
     (prediction,) = json.loads(capsys.readouterr().out)["predictions"]
     assert prediction["file"] == clip and len(prediction["top"]) == 5
