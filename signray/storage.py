@@ -49,8 +49,9 @@ _URI_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://(.*)$")
 # What pathlib leaves of a URI: "s3://b/x" -> "s3:/b/x".
 _COLLAPSED_RE = re.compile(r"^(" + "|".join(URI_SCHEMES) + r"):/(?!/)", re.IGNORECASE)
 
-# One filesystem per store root ("s3://bucket?query"), per process.
-_FILESYSTEMS: dict[str, tuple[Any, str]] = {}
+# One filesystem per store root ("s3://bucket?query") and per environment it was opened with.
+_FILESYSTEMS: dict[tuple[str, tuple], tuple[Any, str]] = {}
+_ENV_PREFIXES = ("AWS_", "GOOGLE_", "AZURE_")
 
 
 def is_uri(location: Any) -> bool:
@@ -63,16 +64,22 @@ def is_uri(location: Any) -> bool:
     return bool(match) and match.group(1).lower() in URI_SCHEMES
 
 
+def _key(root: str) -> tuple[str, tuple]:
+    """A store opened again after its endpoint or credentials changed is a new filesystem."""
+    return root, tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(_ENV_PREFIXES)))
+
+
 def _filesystem(root: str) -> tuple[Any, str]:
     """(pyarrow filesystem, its path of the store root) for ``scheme://netloc[?query]``."""
-    if root not in _FILESYSTEMS:
+    key = _key(root)
+    if key not in _FILESYSTEMS:
         from pyarrow.fs import FileSystem
 
         try:
-            _FILESYSTEMS[root] = FileSystem.from_uri(root)
+            _FILESYSTEMS[key] = FileSystem.from_uri(root)
         except (OSError, ValueError, ImportError) as err:
             raise ConfigError([f"cannot open the object store {root}: {err}"]) from None
-    return _FILESYSTEMS[root]
+    return _FILESYSTEMS[key]
 
 
 class RemotePath:
@@ -119,7 +126,7 @@ class RemotePath:
 
     def __reduce__(self):
         # The driver's filesystem travels with the path: workers reach the same endpoint.
-        return _restore, (str(self), _FILESYSTEMS.get(self._store))
+        return _restore, (str(self), _FILESYSTEMS.get(_key(self._store)))
 
     def _child(self, key: str, file_type: Any = None) -> RemotePath:
         path = RemotePath.__new__(RemotePath)
@@ -166,27 +173,21 @@ class RemotePath:
         base = _filesystem(self._store)[1].rstrip("/")
         return f"{base}/{self._key}" if self._key else base
 
-    def _info_type(self):
+    def _file_type(self) -> str:
+        """ "File", "Directory" or "NotFound" (one request, unless seen when listing)."""
         from pyarrow.fs import FileType
 
-        if self._type is None:
-            return self.fs.get_file_info(self.fs_path).type
-        return FileType(self._type)
+        found = self._type if self._type is not None else self.fs.get_file_info(self.fs_path).type
+        return FileType(found).name
 
     def exists(self) -> bool:
-        from pyarrow.fs import FileType
-
-        return self._info_type() != FileType.NotFound
+        return self._file_type() != "NotFound"
 
     def is_file(self) -> bool:
-        from pyarrow.fs import FileType
-
-        return self._info_type() == FileType.File
+        return self._file_type() == "File"
 
     def is_dir(self) -> bool:
-        from pyarrow.fs import FileType
-
-        return self._info_type() == FileType.Directory
+        return self._file_type() == "Directory"
 
     def iterdir(self) -> Iterator[RemotePath]:
         """What is directly below this folder (nothing if it does not exist)."""
@@ -229,7 +230,7 @@ class RemotePath:
 def _restore(uri: str, filesystem: tuple[Any, str] | None) -> RemotePath:
     path = RemotePath(uri)
     if filesystem is not None:
-        _FILESYSTEMS.setdefault(path._store, filesystem)
+        _FILESYSTEMS.setdefault(_key(path._store), filesystem)
     return path
 
 

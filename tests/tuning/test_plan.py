@@ -292,13 +292,13 @@ def test_bad_object_stores_exit_2_in_seconds_before_ray(
     locked = MotoServer(tmp_path, open_actions=1)  # checks credentials after the first request
     try:
         monkeypatch.setenv("AWS_ENDPOINT_URL", locked.endpoint)
-        locked.create_bucket("locked")
+        locked.create_bucket("locked-plan")
         for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE"):
             monkeypatch.delenv(key, raising=False)
         monkeypatch.setenv("HOME", str(tmp_path))
-        err = timed_fail(*_smoke_on("s3://locked/exps"))
+        err = timed_fail(*_smoke_on("s3://locked-plan/exps"))
         assert "no AWS credentials were found" in err
-        err = timed_fail("--resume", "--name", "e", "--storage-path", "s3://locked/exps")
+        err = timed_fail("--resume", "--name", "e", "--storage-path", "s3://locked-plan/exps")
         assert "no AWS credentials were found" in err
     finally:
         locked.stop()
