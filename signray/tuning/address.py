@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from signray.tuning.auth import check_cluster, use_token_if_found
 
-__all__ = ["LOOPBACK_ENV", "Target", "is_loopback", "prepare_target"]
+__all__ = ["LOOPBACK_ENV", "Target", "cluster_target", "is_loopback", "prepare_target"]
 
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 ADDRESS_ENV = "RAY_ADDRESS"
@@ -63,7 +63,8 @@ class Target:
         return "a new local cluster" if self.local else f"{self.address} ({self.source})"
 
 
-def _target(address: str | None) -> Target:
+def cluster_target(address: str | None) -> Target:
+    """The cluster `--address` (None if not given) and the environment point at."""
     if address:
         return Target(address, "--address")
     from_env = os.environ.get(ADDRESS_ENV, "").strip()
@@ -74,7 +75,7 @@ def prepare_target(address: str | None) -> Target:
     """The cluster for `--address` (None if not given), with this process set up to reach it:
     loopback when it is local, the token when one is found, and the GCS asked at once whether it
     answers and accepts us (a `ConfigError`, exit 2, if not). Call before importing Ray."""
-    target = _target(address)
+    target = cluster_target(address)
     hp = target.host_port
     if target.local or (hp and is_loopback(hp[0])):
         if "ray" in sys.modules and os.environ.get(LOOPBACK_ENV) != "0":

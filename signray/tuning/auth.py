@@ -63,6 +63,8 @@ def check_cluster(address: str, where: str) -> None:
     `ConfigError` naming what to fix when not. `where` names the flag or variable it came from."""
     import grpc
 
+    if os.environ.get("RAY_USE_TLS", "").lower() in ("1", "true"):
+        return  # a TLS cluster: Ray's own connection checks it (this probe speaks plain gRPC)
     token, source = find_token()
     send = token if os.environ.get(AUTH_MODE_ENV, "").lower() == "token" else None
     channel = grpc.insecure_channel(address)

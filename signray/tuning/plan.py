@@ -32,6 +32,7 @@ from signray.storage import (
     explain_error,
     writable_problem,
 )
+from signray.tuning.address import cluster_target
 
 __all__ = ["DEFAULT_SPACES", "SMOKE", "TunePlan", "packaged_space", "plan_new", "plan_resume"]
 
@@ -151,13 +152,13 @@ def plan_new(args: argparse.Namespace) -> TunePlan:
         cfg = space.apply_fixed(cfg)
     if cfg.use_gpu and not options.gpus_per_trial:
         options = options.replace(gpus_per_trial=1.0)
-    if options.gpus_per_trial > 0 and args.address is None:
+    if options.gpus_per_trial > 0 and cluster_target(args.address).local:
         import torch
 
         if not torch.cuda.is_available():
             problems.append(
                 "`--gpus-per-trial` > 0 but this machine has no CUDA GPU (join a GPU cluster "
-                "with --address)"
+                "with --address or RAY_ADDRESS)"
             )
     name = args.name or f"tune-{cfg.model}-{time.strftime('%Y%m%d-%H%M%S')}"
     if "/" in name or name in (".", ".."):
