@@ -90,7 +90,7 @@ class RemotePath:
 
     __slots__ = ("_key", "_query", "_root", "_type")
 
-    def __init__(self, uri: str, *, _type: Any = None) -> None:
+    def __init__(self, uri: str) -> None:
         match = _URI_RE.match(uri)
         if not match or match.group(1).lower() not in URI_SCHEMES:
             raise ValueError(f"not an object-store URI: {uri!r}")
@@ -102,7 +102,7 @@ class RemotePath:
         self._root = f"{scheme}://{netloc}"
         self._query = query
         self._key = "/".join(part for part in key.split("/") if part)
-        self._type = _type  # FileType seen when listing the parent, saves a request
+        self._type = None  # the FileType seen when listing the parent (saves a request)
 
     # ---- naming
     def __str__(self) -> str:
