@@ -75,12 +75,16 @@ def check_cluster(address: str, where: str) -> None:
         metadata = [("authorization", f"Bearer {send}")] if send else None
         probe(b"", timeout=PROBE_TIMEOUT_S, metadata=metadata)
     except grpc.RpcError as err:
-        raise ConfigError([_refusal(err, address, where, send, source)]) from None
+        problem = _refusal(err, address, where, send, source)
+        if problem:
+            raise ConfigError([problem]) from None
     finally:
         channel.close()
 
 
-def _refusal(err, address: str, where: str, sent: str | None, source: str) -> str:
+def _refusal(err, address: str, where: str, sent: str | None, source: str) -> str | None:
+    """What the probe's failure means; None when it says nothing about us (another answer of
+    a cluster whose protocol differs: Ray's own connection decides then)."""
     import grpc
 
     code = err.code() if hasattr(err, "code") else None
@@ -101,5 +105,6 @@ def _refusal(err, address: str, where: str, sent: str | None, source: str) -> st
         )
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return f"no Ray cluster answered at {address} ({where}) within {PROBE_TIMEOUT_S:g} s"
-    details = err.details() if hasattr(err, "details") else str(err)
-    return f"no Ray cluster answers at {address} ({where}): {details}"
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return f"no Ray cluster answers at {address} ({where}): {err.details()}"
+    return None
