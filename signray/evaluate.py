@@ -22,7 +22,9 @@ __all__ = ["build_parser", "main", "run"]
 
 def build_parser() -> argparse.ArgumentParser:
     parser = command_parser("signray.evaluate", __doc__)
-    parser.add_argument("--checkpoint", required=True, help="a signray checkpoint (*_best.pt)")
+    parser.add_argument(
+        "--checkpoint", required=True, help="a signray checkpoint (*_best.pt), a path or a URI"
+    )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--keypoints-val", help="keypoint clips folder (per-clip or packed)")
     source.add_argument("--features-val", help="feature clips folder (per-clip or packed)")

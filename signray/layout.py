@@ -2,7 +2,8 @@
 vocabulary. Change a name here and every writer and reader follows.
 
 A *run* is one training (``signray.train --output-dir``); an *experiment* is one search
-(``signray.tune``: ``--storage-path``/``--name``).
+(``signray.tune``: ``--storage-path``/``--name``). Either folder may be local or an object-store
+URI: its files are then `signray.storage.RemotePath`s with the same API.
 """
 
 from __future__ import annotations
@@ -10,13 +11,15 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from pathlib import Path
+
+from signray.storage import Location, RemotePath, as_location
 
 __all__ = [
     "METRIC",
     "MODE",
     "TIME_ATTR",
     "CHECKPOINT_FILE",
+    "CHECKPOINT_METRICS",
     "EVALUATION_FILES",
     "REPORT_FILES",
     "Status",
@@ -31,8 +34,10 @@ METRIC = "val_gloss_acc"
 MODE = "max"
 TIME_ATTR = "epoch"
 
-# The file inside every Ray (Train or Tune) checkpoint folder.
+# The file inside every Ray (Train or Tune) checkpoint folder, and its metrics beside it (read
+# without downloading the checkpoint, e.g. to pick the best one on an object store).
 CHECKPOINT_FILE = "state.pt"
+CHECKPOINT_METRICS = "metrics.json"
 
 
 class Status:
@@ -68,11 +73,11 @@ def _in_folder(name: str, doc: str) -> property:
 class RunFiles:
     """The files of one training run in its output folder."""
 
-    root: Path
+    root: Location
     class_name: str
 
-    def __init__(self, root: str | os.PathLike[str], class_name: str) -> None:
-        object.__setattr__(self, "root", Path(root))
+    def __init__(self, root: str | os.PathLike[str] | RemotePath, class_name: str) -> None:
+        object.__setattr__(self, "root", as_location(root))
         object.__setattr__(self, "class_name", class_name)
 
     best = _in_folder("{class_name}_best.pt", "the best epoch's checkpoint")
@@ -82,9 +87,9 @@ class RunFiles:
     learning_curve = _in_folder("learning_curve.png", "loss and accuracy per epoch")
 
     @staticmethod
-    def evaluation_beside(checkpoint: str | os.PathLike[str]) -> Path:
+    def evaluation_beside(checkpoint: str | os.PathLike[str] | RemotePath) -> Location:
         """Where `signray.evaluate` writes by default: evaluation/ next to the checkpoint."""
-        return Path(checkpoint).parent / ExperimentFiles.EVALUATION_DIR
+        return as_location(checkpoint).parent / ExperimentFiles.EVALUATION_DIR
 
 
 # Files `signray.evaluate` writes into its output folder.
@@ -110,7 +115,7 @@ REPORT_FILES = {
 class ExperimentFiles:
     """The files of one search in ``STORAGE_PATH/NAME``, beside Ray Tune's own."""
 
-    root: Path
+    root: Location
 
     TRIALS_CSV = "trials.csv"
     BEST_CONFIG = "best_config.yaml"
@@ -131,8 +136,8 @@ class ExperimentFiles:
     # Sub-folders that are not Tune trial folders.
     NOT_TRIALS = frozenset({EVALUATION_DIR, REPORT_DIR, DONE_DIR, TRAIN_RUNS_DIR, MLRUNS_DIR})
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
-        object.__setattr__(self, "root", Path(root))
+    def __init__(self, root: str | os.PathLike[str] | RemotePath) -> None:
+        object.__setattr__(self, "root", as_location(root))
 
     trials_csv = _in_folder(TRIALS_CSV, "one row per trial")
     best_config = _in_folder(BEST_CONFIG, "the best trial's config (--config it)")
@@ -148,10 +153,10 @@ class ExperimentFiles:
     def name(self) -> str:
         return self.root.name
 
-    def best_checkpoint(self, class_name: str) -> Path:
+    def best_checkpoint(self, class_name: str) -> Location:
         return RunFiles(self.root, class_name).best
 
-    def done_marker(self, trial_id: str) -> Path:
+    def done_marker(self, trial_id: str) -> Location:
         return self.root / self.DONE_DIR / f"{trial_id}.json"
 
     def train_run_name(self, trial_id: str) -> str:

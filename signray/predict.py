@@ -20,7 +20,9 @@ __all__ = ["build_parser", "main", "run"]
 
 def build_parser() -> argparse.ArgumentParser:
     parser = command_parser("signray.predict", __doc__)
-    parser.add_argument("--checkpoint", required=True, help="a signray checkpoint (*_best.pt)")
+    parser.add_argument(
+        "--checkpoint", required=True, help="a signray checkpoint (*_best.pt), a path or a URI"
+    )
     parser.add_argument("clips", nargs="+", metavar="CLIP.npz", help="clips to classify")
     parser.add_argument("--top-k", type=int, default=5)
     parser.add_argument("--gloss-names", help="CSV with columns id,name")

@@ -7,14 +7,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import time
-from pathlib import Path
 
-from signray.cli import add_cluster_flags, command, command_parser
+from signray.cli import add_cluster_flags, add_dataclass_flags, command, command_parser
 from signray.config import TrainConfig, save_config
 from signray.config.flags import add_config_flags, config_from_args
+from signray.config.search import SearchOptions
 from signray.data import PackedSplit, build_loader
 from signray.errors import ConfigError
 from signray.layout import RunFiles
+from signray.storage import Location, RemotePath, absolute, as_location, writable_problem
 from signray.training.checkpoint import load_checkpoint, model_from_checkpoint
 from signray.training.inputs import load_inputs
 from signray.training.loop import LoopResult, resume_problems, train_loop
@@ -40,9 +41,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ray = parser.add_argument_group("Ray (only with --ray-workers > 1)")
     ray.add_argument(
-        "--storage-path", default="ray_results", help="where Ray Train keeps run state"
+        "--storage-path",
+        default="ray_results",
+        help="folder or object-store URI where Ray Train keeps run state",
     )
     ray.add_argument("--cpus-per-worker", type=float, default=1.0)
+    # The same flag, help and type as the search's (SearchOptions.worker_failures).
+    other = [f.name for f in dataclasses.fields(SearchOptions) if f.name != "worker_failures"]
+    add_dataclass_flags(ray, SearchOptions, exclude=other)
     add_cluster_flags(parser)
     return parser
 
@@ -51,7 +57,10 @@ def check_output_dir(cfg: TrainConfig, *, overwrite: bool) -> None:
     """Refuse to silently replace checkpoints of an earlier run."""
     files = RunFiles(cfg.output_dir, cfg.spec.class_name)
     out = files.root
-    if out.exists() and not out.is_dir():
+    remote = isinstance(out, RemotePath)
+    if remote and (problem := writable_problem(out, "--output-dir")):  # reachable, in seconds
+        raise ConfigError([problem])
+    if not remote and out.exists() and not out.is_dir():
         raise ConfigError([f"`output_dir` {out} exists and is not a folder"])
     existing = [p for p in (files.best, files.last) if p.exists()]
     if existing and cfg.resume is None and not overwrite:
@@ -62,6 +71,8 @@ def check_output_dir(cfg: TrainConfig, *, overwrite: bool) -> None:
                 "--output-dir"
             ]
         )
+    if remote:
+        return
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".signray-write-test"
@@ -71,7 +82,7 @@ def check_output_dir(cfg: TrainConfig, *, overwrite: bool) -> None:
         raise ConfigError([f"`output_dir` {out} is not writable: {err.strerror}"]) from None
 
 
-def evaluate_checkpoint(path: Path, val: PackedSplit, batch_size: int) -> dict[str, float]:
+def evaluate_checkpoint(path: Location, val: PackedSplit, batch_size: int) -> dict[str, float]:
     """Reload a saved checkpoint and evaluate it on the whole split in this process."""
     model, cfg, _ = model_from_checkpoint(path)
     loader = build_loader(val, batch_size=batch_size, train=False)
@@ -86,7 +97,12 @@ def _run_ray(cfg: TrainConfig, data, args) -> LoopResult:
     init_ray(args.address, dashboard_host=args.dashboard_host, dashboard_port=args.dashboard_port)
     name = f"train-{cfg.model}-{time.strftime('%Y%m%d-%H%M%S')}"
     result = run_torch_trainer(
-        cfg, data, storage_path=args.storage_path, name=name, cpus_per_worker=args.cpus_per_worker
+        cfg,
+        data,
+        storage_path=args.storage_path,
+        name=name,
+        cpus_per_worker=args.cpus_per_worker,
+        max_failures=getattr(args, "worker_failures", 0),
     )
     export_checkpoints(result, cfg.output_dir, cfg.spec.class_name)
     history = (
@@ -107,6 +123,15 @@ def train(cfg: TrainConfig, args: argparse.Namespace) -> LoopResult:
     """Check the outputs and inputs, then train in this process or under Ray Train."""
     files = RunFiles(cfg.output_dir, cfg.spec.class_name)
     check_output_dir(cfg, overwrite=args.overwrite)
+    if cfg.ray_workers > 1:
+        problems = SearchOptions(worker_failures=getattr(args, "worker_failures", 0)).problems(1)
+        if problem := writable_problem(args.storage_path, "--storage-path"):
+            problems.append(problem)
+        if problems:
+            raise ConfigError(problems)
+        from signray.tuning.address import prepare_target
+
+        prepare_target(args.address)  # the cluster answers and accepts us, before Ray starts
     data = load_inputs(cfg)  # every data problem surfaces here, before any Ray start
     if cfg.resume is not None:  # before anything in output_dir is replaced
         where = f"`--resume` {cfg.resume}"
@@ -137,7 +162,7 @@ def run(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     cfg = config_from_args(args)
     if cfg.resume is not None:
-        cfg = dataclasses.replace(cfg, resume=str(Path(cfg.resume).resolve()))
+        cfg = dataclasses.replace(cfg, resume=str(absolute(cfg.resume)))
     result = train(cfg, args)
     files = RunFiles(cfg.output_dir, cfg.spec.class_name)
     print(
@@ -147,7 +172,7 @@ def run(args: argparse.Namespace) -> None:
         f"{files.best}",
         flush=True,
     )
-    log = Path(cfg.log_csv) if cfg.log_csv else files.log
+    log = as_location(cfg.log_csv) if cfg.log_csv else files.log
     if log.is_file():
         from signray.analysis.figures import plot_learning_curve  # matplotlib only now
 

@@ -20,6 +20,7 @@ import shlex
 
 from signray.cli import add_cluster_flags, command, command_parser
 from signray.config.flags import add_config_flags, add_search_flags
+from signray.errors import ConfigError
 
 __all__ = ["build_parser", "main", "run"]
 
@@ -43,8 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     e = parser.add_argument_group("experiment")
     e.add_argument("--name", default=None, help="experiment name (default: tune-MODEL-TIMESTAMP)")
     e.add_argument("--storage-path", default="ray_results",
-                   help="folder (shared by all nodes on a cluster) holding experiments "
-                   "(default: ./ray_results)")  # fmt: skip
+                   help="folder or object-store URI (s3://, gs://, abfs://) holding experiments; "
+                   "on a cluster every node must reach it (default: ./ray_results)")  # fmt: skip
     e.add_argument(
         "--resume",
         dest="resume_experiment",
@@ -55,7 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--restore",
         metavar="PATH",
         default=None,
-        help="continue the interrupted experiment in this folder",
+        help="continue the interrupted experiment in this folder or URI",
+    )
+    e.add_argument(
+        "--retry-errored",
+        action="store_true",
+        help="with --resume/--restore: also run the trials that ended in an error again, from "
+        "their latest checkpoints (by default they keep their error)",
     )
     add_cluster_flags(parser)
     return parser
@@ -72,7 +79,13 @@ def _resume_command(name: str, storage_path: str, address: str | None) -> str:
 def run(args: argparse.Namespace) -> int | None:
     from signray.tuning.plan import plan_new, plan_resume
 
-    plan = plan_resume(args) if args.resume_experiment or args.restore else plan_new(args)
+    resuming = args.resume_experiment or args.restore
+    if args.retry_errored and not resuming:
+        raise ConfigError(["`--retry-errored` needs --resume or --restore"])
+    plan = plan_resume(args) if resuming else plan_new(args)
+    from signray.tuning.address import prepare_target
+
+    prepare_target(args.address)  # the cluster answers and accepts us, before data is loaded
     from signray.tuning.driver import run_search  # imports Ray: only once input is valid
 
     return run_search(
@@ -81,6 +94,7 @@ def run(args: argparse.Namespace) -> int | None:
         dashboard_host=args.dashboard_host,
         dashboard_port=args.dashboard_port,
         resume_command=_resume_command(plan.files.name, str(plan.files.root.parent), args.address),
+        retry_errored=args.retry_errored,
     )
 
 

@@ -1,13 +1,15 @@
-"""Shared fixtures: tiny synthetic splits and a written synthetic dataset on disk."""
+"""Shared fixtures: tiny synthetic splits, a written synthetic dataset on disk, a Ray cluster and
+an S3-compatible server."""
 
 from __future__ import annotations
 
+import itertools
 import os
 
 import pytest
 
 from signray.data import synthetic_splits
-from signray.tuning.cluster import LOOPBACK_ENV
+from signray.tuning.address import LOOPBACK_ENV
 
 # Every Ray process a test starts (and its subprocesses) stays on 127.0.0.1.
 os.environ.setdefault(LOOPBACK_ENV, "0")
@@ -122,3 +124,25 @@ def ray_cluster():
     yield ray.get_runtime_context().gcs_address
     if started:
         ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory):
+    """One S3-compatible server (moto, 127.0.0.1) for the session; see tests/s3server.py."""
+    from s3server import MotoServer
+
+    server = MotoServer(tmp_path_factory.mktemp("moto"))
+    yield server
+    server.stop()
+
+
+_buckets = itertools.count()
+
+
+@pytest.fixture
+def s3_bucket(s3, monkeypatch):
+    """A new, empty bucket on the session's S3 server, with this process's AWS_* variables
+    pointing at the server; returns its name."""
+    for key, value in s3.env.items():
+        monkeypatch.setenv(key, value)
+    return s3.create_bucket(f"bucket-{os.getpid()}-{next(_buckets)}")

@@ -50,6 +50,22 @@ def result_records(trial_dir: Path) -> list[dict]:
     return records
 
 
+def saved_statuses(experiment) -> dict[str, str]:
+    """Trial id -> status in the newest experiment state Tune saved to storage (a local folder
+    or a `signray.storage.RemotePath`)."""
+    states = sorted(experiment.glob("experiment_state-*.json"))
+    if not states:
+        return {}
+    try:
+        data = json.loads(states[-1].read_text())
+    except (OSError, json.JSONDecodeError):  # being replaced right now
+        return {}
+    return {
+        state["trial_id"]: state["status"]
+        for state in (json.loads(s) for s, _ in data["trial_data"])
+    }
+
+
 def trial_dirs(experiment: Path) -> list[Path]:
     return sorted(p for p in experiment.glob("trial_*") if p.is_dir())
 
@@ -91,11 +107,11 @@ def is_loopback(ip: str) -> bool:
 class Driver:
     """A `python -m signray.tune ...` subprocess whose output is collected as it runs."""
 
-    def __init__(self, *args, env: dict | None = None) -> None:
+    def __init__(self, *args, env: dict | None = None, cwd: Path = ROOT) -> None:
         self.cmd = [*TUNE, *map(str, args)]
         self.proc = subprocess.Popen(
             self.cmd,
-            cwd=ROOT,
+            cwd=cwd,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

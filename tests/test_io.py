@@ -8,7 +8,7 @@ import stat
 import numpy as np
 import pytest
 
-from signray.io import atomic_write, copy_file, write_npz, write_text
+from signray.io import atomic_write, copy_file, write_bytes, write_npz, write_text
 
 
 def test_failed_write_keeps_the_old_file(tmp_path):
@@ -40,3 +40,33 @@ def test_npz_is_deterministic_and_loads_without_pickle(tmp_path):
     assert first == second
     with np.load(tmp_path / "1.npz", allow_pickle=False) as npz:
         assert npz["x"].dtype == np.float16 and npz["names"].tolist() == ["a", "bc"]
+
+
+def test_object_store_writes_are_whole_or_absent(s3, s3_bucket):
+    """Nothing partial ever appears under the real key, and no temporary key stays behind."""
+    target = f"s3://{s3_bucket}/runs/x.pt"
+    write_text(target, "old")
+
+    def crash(f):
+        f.write(b"partial")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(target, crash)
+    assert s3.read(s3_bucket, "runs/x.pt") == b"old"
+    big = os.urandom(12 * 1024**2)  # over the multipart threshold
+    write_bytes(target, big)
+    assert s3.read(s3_bucket, "runs/x.pt") == big
+    assert s3.keys(s3_bucket) == ["runs/x.pt"]
+
+
+def test_copies_between_local_files_and_object_stores(s3, s3_bucket, tmp_path):
+    local = write_text(tmp_path / "a.txt", "a")
+    up = copy_file(local, f"s3://{s3_bucket}/a.txt")
+    same_store = copy_file(up, f"s3://{s3_bucket}/sub/b.txt")  # server-side
+    down = copy_file(same_store, tmp_path / "b.txt")
+    assert down.read_text() == "a" and stat.S_IMODE(down.stat().st_mode) == 0o644
+    assert sorted(s3.keys(s3_bucket)) == ["a.txt", "sub/b.txt"]
+    npz = write_npz(f"s3://{s3_bucket}/x.npz", {"x": np.arange(3)})
+    with npz.open() as f, np.load(f, allow_pickle=False) as loaded:
+        assert loaded["x"].tolist() == [0, 1, 2]

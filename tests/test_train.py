@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from signray.data.synth import write_dataset
+from signray.storage import RemotePath
 from signray.training.checkpoint import load_checkpoint
 
 
@@ -129,3 +130,26 @@ def test_diverging_run_says_why_without_traceback(tmp_path):
     assert proc.returncode == 1
     assert "training diverged" in proc.stderr and "lower `lr`" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_ray_run_flags_are_checked_before_ray_and_train_writes_to_object_stores(
+    tmp_path, s3_bucket
+):
+    """`--worker-failures` shares the search's rule; an unreachable cluster or a bad value exits 2
+    before any Ray process; a run writes its outputs straight into a bucket."""
+    bad = _train("--smoke-test", "--ray-workers", 2, "--worker-failures", -1,
+                 "--output-dir", tmp_path / "a")  # fmt: skip
+    assert bad.returncode == 2 and "`--worker-failures` must be >= 0, but got -1" in bad.stderr
+    nobody = _train("--smoke-test", "--ray-workers", 2, "--address", "127.0.0.1:1",
+                    "--output-dir", tmp_path / "b")  # fmt: skip
+    assert nobody.returncode == 2 and "no Ray cluster answers at 127.0.0.1:1" in nobody.stderr
+    out = f"s3://{s3_bucket}/runs/tx"
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    done = _train("--smoke-test", "--epochs", 2, "--output-dir", out, cwd=cwd)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert load_checkpoint(f"{out}/SignTransformer_best.pt").model_name == "transformer"
+    assert load_checkpoint(f"{out}/SignTransformer_last.pt").epoch == 2
+    log = RemotePath(f"{out}/SignTransformer_log.csv").read_text().splitlines()
+    assert log[0].startswith("epoch,") and len(log) == 3
+    assert RemotePath(f"{out}/learning_curve.png").is_file() and not any(cwd.iterdir())

@@ -18,7 +18,6 @@ import io
 import json
 import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,6 +29,7 @@ from signray.data import PackedSplit, collate_padded
 from signray.errors import DataError
 from signray.io import write_text
 from signray.layout import EVALUATION_FILES
+from signray.storage import Location, RemotePath, absolute, as_location, explain_error
 from signray.training.checkpoint import model_from_checkpoint
 from signray.training.inputs import load_split_for
 from signray.training.metrics import ClassificationMetrics
@@ -45,7 +45,7 @@ __all__ = [
 ]
 
 # gloss/category names: a CSV path (columns id,name), a list indexed by id, or {id: name}.
-Names = str | os.PathLike | Sequence[str] | Mapping[int, str] | None
+Names = str | os.PathLike | RemotePath | Sequence[str] | Mapping[int, str] | None
 
 DEFAULT_PAIRS = 20
 
@@ -61,8 +61,8 @@ def read_names(source: Names, count: int, what: str = "gloss") -> list[str]:
         return names
     if isinstance(source, Mapping):
         items = [(int(k), str(v)) for k, v in source.items()]
-    elif isinstance(source, (str, os.PathLike)):
-        return _read_names_csv(Path(source), count, what)
+    elif isinstance(source, (str, os.PathLike, RemotePath)):
+        return _read_names_csv(as_location(source), count, what)
     else:
         items = list(enumerate(map(str, source)))
     problems = [
@@ -75,12 +75,14 @@ def read_names(source: Names, count: int, what: str = "gloss") -> list[str]:
     return names
 
 
-def _read_names_csv(path: Path, count: int, what: str) -> list[str]:
-    if not path.is_file():
-        raise DataError([f"{what} names CSV {path} does not exist"])
+def _read_names_csv(path: Location, count: int, what: str) -> list[str]:
     try:
         rows = list(csv.reader(io.StringIO(path.read_text(encoding="utf-8-sig"), newline="")))
-    except (OSError, UnicodeDecodeError, csv.Error) as err:
+    except FileNotFoundError:
+        raise DataError([f"{what} names CSV {path} does not exist"]) from None
+    except OSError as err:
+        raise DataError([f"{what} names CSV {path}: {explain_error(err, path)}"]) from None
+    except (UnicodeDecodeError, csv.Error) as err:
         raise DataError([f"{what} names CSV {path}: cannot read it ({err})"]) from None
     header = [c.strip().lower() for c in rows[0]] if rows else []
     if "id" not in header or "name" not in header:
@@ -121,8 +123,8 @@ def _label(i: int, name: str) -> str:
 def load_eval_split(
     cfg: TrainConfig,
     input_dim: int,
-    source: str | os.PathLike,
-    labels_csv: str | os.PathLike | None,
+    source: str | os.PathLike | RemotePath,
+    labels_csv: str | os.PathLike | RemotePath | None,
 ) -> PackedSplit:
     """Validate and load a labelled split for a checkpoint trained with `cfg` on D=`input_dim`."""
     split = load_split_for(cfg, source, labels_csv, "evaluation")
@@ -176,9 +178,9 @@ def _csv_text(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def evaluate_to_dir(
-    checkpoint: str | os.PathLike,
+    checkpoint: str | os.PathLike | RemotePath,
     split: PackedSplit,
-    out_dir: str | os.PathLike,
+    out_dir: str | os.PathLike | RemotePath,
     gloss_names: Names = None,
     cat_names: Names = None,
     *,
@@ -209,7 +211,7 @@ def evaluate_to_dir(
     pred_cat = cat_logits.argmax(dim=1).numpy()
     n = len(split)
     metrics: dict[str, Any] = {
-        "checkpoint": str(Path(checkpoint).resolve()),
+        "checkpoint": str(absolute(checkpoint)),
         "model": cfg.model,
         "epoch": ckpt.epoch,
         **scores.compute(distributed=False),
@@ -217,8 +219,7 @@ def evaluate_to_dir(
         "num_cat": cfg.num_cat,
     }
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = as_location(out_dir)
     cm_gloss = confusion_matrix(split.gloss, pred_gloss, cfg.num_gloss)
     cm_cat = confusion_matrix(split.cat, pred_cat, cfg.num_cat)
     support = cm_gloss.sum(axis=1)

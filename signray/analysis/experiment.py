@@ -1,20 +1,21 @@
 """The one reader of an experiment folder, behind the tune summary, trials.csv and the report.
 
-It reads only files: Ray Tune's per-trial folders (``params.json``, ``progress.csv`` or
-``result.json``, ``error.txt``, ``checkpoint_*/``), signray's done markers, the driver's state and
-``trials.csv``, so it works without Ray, after a crash, and on experiments copied from a cluster.
+It reads only files, local or on an object store (`signray.storage`): Ray Tune's per-trial
+folders (``params.json``, ``progress.csv`` or ``result.json``, ``error.txt``, ``checkpoint_*/``),
+signray's done markers, the driver's state and ``trials.csv``, so it works without Ray, after a
+crash, and on experiments copied from a cluster.
 How a trial ended (`signray.layout.Status`) comes, in this order, from Tune's own record when the
 tune driver passes it in, from ``trials.csv``, or from the folders alone.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,6 +25,7 @@ from optuna.distributions import BaseDistribution
 from signray.config.experiment_state import ExperimentState
 from signray.errors import ConfigError, DataError
 from signray.layout import CHECKPOINT_FILE, METRIC, ExperimentFiles, Status, rank_key
+from signray.storage import Location, RemotePath
 
 __all__ = ["TRIAL_COLUMNS", "Experiment", "TrialRun", "read_experiment", "tidy_params"]
 
@@ -69,7 +71,7 @@ class TrialRun:
     """One Tune trial as read from its folder."""
 
     trial_id: str
-    path: Path
+    path: Location
     params: dict[str, Any]
     history: pd.DataFrame  # one row per epoch (the latest report of each), sorted by epoch
     status: str = Status.TERMINATED
@@ -138,7 +140,7 @@ class Experiment:
     state: ExperimentState | None = None
 
     @property
-    def path(self) -> Path:
+    def path(self) -> Location:
         return self.files.root
 
     def count(self, status: str) -> int:
@@ -153,26 +155,38 @@ class Experiment:
         columns = ["trial_id", *self.params, *(c.replace(METRIC, metric) for c in TRIAL_COLUMNS)]
         return pd.DataFrame([t.row(self.params, metric) for t in self.trials], columns=columns)
 
-    def checkpoint_dirs(self, trial: TrialRun) -> list[Path]:
+    def checkpoint_dirs(self, trial: TrialRun) -> list[Location]:
         """Checkpoint folders of `trial` that still exist: Tune's, and its Ray Train run's."""
         train_run = self.files.train_runs / self.files.train_run_name(trial.trial_id)
         found = [*trial.path.glob("checkpoint_*"), *train_run.glob("checkpoint_*")]
         return sorted(p for p in found if (p / CHECKPOINT_FILE).is_file())
 
 
-def _read_history(folder: Path) -> pd.DataFrame:
-    """Per-epoch results from progress.csv, else result.json (one JSON object per line)."""
+def _read_file(path: Location) -> bytes | None:
+    """The file's bytes, or None when it is not there (one request on an object store)."""
+    try:
+        return path.read_bytes()
+    except (FileNotFoundError, IsADirectoryError):
+        return None
+
+
+def _read_history(folder: Location) -> pd.DataFrame | None:
+    """Per-epoch results from progress.csv, else result.json (one JSON object per line); None
+    when the folder has neither (not a trial folder)."""
     frame = pd.DataFrame()
-    progress = folder / "progress.csv"
-    if progress.is_file() and progress.stat().st_size:
+    progress = _read_file(folder / "progress.csv")
+    if progress:
         try:
-            frame = pd.read_csv(progress, dtype={"trial_id": str})  # "417376e7" is no float
+            # "417376e7" is no float
+            frame = pd.read_csv(io.BytesIO(progress), dtype={"trial_id": str})
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
             frame = pd.DataFrame()
-    result = folder / "result.json"
-    if frame.empty and result.is_file():
+    result = _read_file(folder / "result.json") if frame.empty else None
+    if progress is None and result is None:
+        return None
+    if frame.empty and result is not None:
         rows = []
-        for line in result.read_text(errors="replace").splitlines():
+        for line in result.decode(errors="replace").splitlines():
             try:
                 row = json.loads(line)
             except json.JSONDecodeError:
@@ -190,11 +204,11 @@ def _read_history(folder: Path) -> pd.DataFrame:
     return frame.drop_duplicates("epoch", keep="last").sort_values("epoch").reset_index(drop=True)
 
 
-def _read_params(folder: Path, history: pd.DataFrame) -> dict[str, Any]:
-    params_file = folder / "params.json"
-    if params_file.is_file():
+def _read_params(folder: Location, history: pd.DataFrame) -> dict[str, Any]:
+    text = _read_file(folder / "params.json")
+    if text is not None:
         try:
-            params = json.loads(params_file.read_text())
+            params = json.loads(text)
             if isinstance(params, dict):
                 return tidy_params(params)
         except json.JSONDecodeError:
@@ -210,10 +224,11 @@ def _read_params(folder: Path, history: pd.DataFrame) -> dict[str, Any]:
 
 def _csv_outcomes(files: ExperimentFiles) -> dict[str, tuple[str, str]]:
     """trial id -> (status, error) from trials.csv, which recorded Tune's own view."""
-    if not files.trials_csv.is_file():
+    text = _read_file(files.trials_csv)
+    if text is None:
         return {}
     try:
-        table = pd.read_csv(files.trials_csv, dtype={"trial_id": str, "error": str})
+        table = pd.read_csv(io.BytesIO(text), dtype={"trial_id": str, "error": str})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
         return {}
     if not {"trial_id", "status"} <= set(table.columns):
@@ -234,7 +249,7 @@ def trial_status(tune_status: str, done: bool, epochs: int, max_epochs: int) -> 
 
 
 def read_experiment(
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str] | RemotePath,
     *,
     tune_statuses: Mapping[str, str] | None = None,
     errors: Mapping[str, str] | None = None,
@@ -254,9 +269,9 @@ def read_experiment(
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
         if folder.name in ExperimentFiles.NOT_TRIALS:
             continue
-        if not ((folder / "progress.csv").is_file() or (folder / "result.json").is_file()):
-            continue
         history = _read_history(folder)
+        if history is None:
+            continue
         trial_id = folder.name.removeprefix("trial_")
         if "trial_id" in history and len(history) and not folder.name.startswith("trial_"):
             trial_id = str(history["trial_id"].iloc[-1])  # a folder Tune named itself

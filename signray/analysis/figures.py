@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -19,6 +18,7 @@ from matplotlib.figure import Figure
 
 from signray.errors import DataError
 from signray.io import write_bytes
+from signray.storage import Location, RemotePath, as_location
 
 __all__ = ["LOG_SCALE_PARAMS", "new_figure", "plot_confusion", "plot_learning_curve", "save_figure"]
 
@@ -35,7 +35,7 @@ def new_figure(width: float = 7.0, height: float = 4.5) -> Figure:
     return fig
 
 
-def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
+def save_figure(fig: Figure, path: str | os.PathLike | RemotePath) -> Location:
     """Render to PNG in memory, then write atomically: a report is never half a PNG."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI)
@@ -45,11 +45,11 @@ def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
 def plot_confusion(
     matrix: np.ndarray,
     labels: Sequence[str],
-    path: str | os.PathLike,
+    path: str | os.PathLike | RemotePath,
     *,
     title: str,
     axis_name: str,
-) -> Path:
+) -> Location:
     """Row-normalised confusion matrix (each true class sums to 1), counts written when small.
 
     Rows are normalised so rare and common classes read on one colour scale; with up to 15
@@ -93,12 +93,15 @@ def plot_confusion(
 
 
 def plot_learning_curve(
-    log_csv: str | os.PathLike, out_png: str | os.PathLike, *, title: str | None = None
-) -> Path:
+    log_csv: str | os.PathLike | RemotePath,
+    out_png: str | os.PathLike | RemotePath,
+    *,
+    title: str | None = None,
+) -> Location:
     """Loss and accuracy vs epoch from a single run's `{ModelName}_log.csv`."""
-    log = Path(log_csv)
+    log = as_location(log_csv)
     try:
-        frame = pd.read_csv(log)
+        frame = pd.read_csv(io.BytesIO(log.read_bytes()))
     except (FileNotFoundError, pd.errors.EmptyDataError, pd.errors.ParserError) as err:
         raise DataError([f"training log {log} cannot be read: {err}"]) from None
     if frame.empty or "epoch" not in frame:

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import html
 import json
-import os
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from signray.analysis.experiment import Experiment, TrialRun
-from signray.layout import EVALUATION_FILES, REPORT_FILES
+from signray.layout import EVALUATION_FILES, REPORT_FILES, ExperimentFiles
 
 __all__ = ["report_page"]
 
@@ -20,16 +18,13 @@ def _table_html(frame: pd.DataFrame) -> str:
     return frame.to_html(index=False, escape=True, float_format=lambda v: f"{v:.4g}", na_rep="")
 
 
-def _evaluation_html(exp: Experiment, report: Path) -> str:
+def _evaluation_html(exp: Experiment) -> str:
     folder = exp.files.evaluation
-    metrics_file = folder / EVALUATION_FILES["metrics"]
-    if not metrics_file.is_file():
-        return ""
     try:
-        m = json.loads(metrics_file.read_text())
-    except json.JSONDecodeError:
+        m = json.loads((folder / EVALUATION_FILES["metrics"]).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
         return ""
-    rel = os.path.relpath(folder, report)
+    rel = f"../{ExperimentFiles.EVALUATION_DIR}"  # report/ and evaluation/ are siblings
     keys = [k for k in m if k.startswith(("gloss_", "cat_", "loss", "count"))]
     rows = "".join(
         f"<tr><th>{html.escape(k)}</th><td>{html.escape(_fmt(m[k]))}</td></tr>" for k in keys
@@ -105,7 +100,7 @@ def report_page(
 <p>{len(exp.trials)} trials ({html.escape(summary)}); metric {html.escape(metric)}, maximised.
 Folder: {html.escape(str(exp.path))}</p>
 <h2>Best trial: {html.escape(best.trial_id)}</h2><table class="kv">{best_rows}</table>
-{_evaluation_html(exp, exp.files.report)}
+{_evaluation_html(exp)}
 {body}
 <h2>Trials</h2>{_table_html(table)}
 </body></html>

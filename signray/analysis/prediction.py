@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -18,6 +17,7 @@ from signray.analysis.evaluation import Names, read_names, run_model
 from signray.config import TrainConfig
 from signray.data.clips import ClipProblem, read_clip
 from signray.errors import DataError
+from signray.storage import RemotePath, as_location
 from signray.training.checkpoint import model_from_checkpoint
 from signray.training.inputs import input_paths
 
@@ -40,13 +40,13 @@ class Prediction:
 
 
 def read_clips(
-    paths: Sequence[str | os.PathLike], cfg: TrainConfig, input_dim: int
+    paths: Sequence[str | os.PathLike | RemotePath], cfg: TrainConfig, input_dim: int
 ) -> list[np.ndarray]:
     """Load and validate every clip; one DataError names every bad file."""
     _, _, keys = input_paths(cfg)
     clips: list[np.ndarray] = []
     problems: list[str] = []
-    for path in map(Path, paths):
+    for path in map(as_location, paths):
         try:
             arr, _ = read_clip(path, keys, cfg.max_frames)  # the reader training uses
         except ClipProblem as err:
@@ -65,8 +65,8 @@ def read_clips(
 
 
 def predict_clips(
-    checkpoint: str | os.PathLike,
-    paths: Sequence[str | os.PathLike],
+    checkpoint: str | os.PathLike | RemotePath,
+    paths: Sequence[str | os.PathLike | RemotePath],
     *,
     top_k: int = 5,
     gloss_names: Names = None,

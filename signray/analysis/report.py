@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from signray.analysis.experiment import Experiment, read_experiment
 from signray.analysis.html import report_page
@@ -17,11 +16,14 @@ from signray.analysis.search_plots import (
 from signray.errors import DataError
 from signray.io import write_text
 from signray.layout import METRIC, REPORT_FILES
+from signray.storage import Location, RemotePath
 
 __all__ = ["write_report"]
 
 
-def write_report(experiment: str | os.PathLike[str] | Experiment, *, metric: str = METRIC) -> Path:
+def write_report(
+    experiment: str | os.PathLike[str] | RemotePath | Experiment, *, metric: str = METRIC
+) -> Location:
     """Write ``EXPERIMENT/report/``; returns its index.html. Reads the folder unless given one."""
     exp = experiment if isinstance(experiment, Experiment) else read_experiment(experiment)
     best = exp.best(metric)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import textwrap
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,6 +14,7 @@ from matplotlib.lines import Line2D
 from signray.analysis.experiment import Experiment, TrialRun
 from signray.analysis.figures import LOG_SCALE_PARAMS, new_figure, save_figure
 from signray.layout import Status
+from signray.storage import Location
 
 __all__ = ["plot_best_so_far", "plot_curves", "plot_importance", "plot_params"]
 
@@ -31,7 +31,7 @@ def _short(trial_id: str) -> str:
     return trial_id.rsplit("_", 1)[-1] if "_" in trial_id else trial_id
 
 
-def plot_curves(exp: Experiment, best: TrialRun, metric: str, path: Path) -> Path:
+def plot_curves(exp: Experiment, best: TrialRun, metric: str, path: Location) -> Location:
     fig = new_figure(8.0, 4.8)
     ax = fig.add_subplot()
     colors = _colors(len(exp.trials))
@@ -83,7 +83,7 @@ def _colors(n: int) -> list[Any]:
     return [cmap(i / max(n - 1, 1)) for i in range(n)]
 
 
-def plot_best_so_far(exp: Experiment, metric: str, path: Path) -> Path:
+def plot_best_so_far(exp: Experiment, metric: str, path: Location) -> Location:
     events = []
     wall = all("timestamp" in t.history for t in exp.trials)
     for t in exp.trials:
@@ -142,7 +142,7 @@ def _log_axis(ax, low: float, high: float) -> None:
     ax.xaxis.set_minor_formatter(NullFormatter())
 
 
-def _note_figure(title: str, note: str, path: Path) -> Path:
+def _note_figure(title: str, note: str, path: Location) -> Location:
     fig = new_figure(7.0, 2.4)
     ax = fig.add_subplot()
     ax.axis("off")
@@ -151,7 +151,7 @@ def _note_figure(title: str, note: str, path: Path) -> Path:
     return save_figure(fig, path)
 
 
-def plot_params(exp: Experiment, frame: pd.DataFrame, metric: str, path: Path) -> Path:
+def plot_params(exp: Experiment, frame: pd.DataFrame, metric: str, path: Location) -> Location:
     title = "Searched hyperparameters vs the trial's best accuracy"
     if not exp.params:
         return _note_figure(title, "No hyperparameters were searched (single-config run).", path)
@@ -213,7 +213,7 @@ def plot_params(exp: Experiment, frame: pd.DataFrame, metric: str, path: Path) -
     return save_figure(fig, path)
 
 
-def plot_importance(importances: dict[str, float], note: str, path: Path) -> Path:
+def plot_importance(importances: dict[str, float], note: str, path: Location) -> Location:
     if not importances:
         return _note_figure("Hyperparameter importance", note, path)
     fig = new_figure(6.5, 0.9 + 0.45 * max(len(importances), 3))

@@ -7,14 +7,14 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from optuna.distributions import BaseDistribution, distribution_to_json, json_to_distribution
 
 from signray.config.search import SearchOptions
 from signray.config.train import TrainConfig, config_to_flat, resolve_config
 from signray.errors import ConfigError
-from signray.io import write_text
+from signray.io import read_text, write_text
+from signray.storage import Location, RemotePath
 
 __all__ = ["ExperimentState"]
 
@@ -25,7 +25,7 @@ class ExperimentState:
     options: SearchOptions
     distributions: dict[str, BaseDistribution] = field(default_factory=dict)  # {} single run
 
-    def save(self, path: str | os.PathLike[str]) -> Path:
+    def save(self, path: str | os.PathLike[str] | RemotePath) -> Location:
         state = {
             "base": config_to_flat(self.base),
             "options": self.options.as_dict(),
@@ -34,9 +34,9 @@ class ExperimentState:
         return write_text(path, json.dumps(state, indent=2) + "\n")
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> ExperimentState:
+    def load(cls, path: str | os.PathLike[str] | RemotePath) -> ExperimentState:
         try:
-            state = json.loads(Path(path).read_text(encoding="utf-8"))
+            state = json.loads(read_text(path))
             base = resolve_config(state["base"], source=str(path))
             options = SearchOptions.from_mapping(state["options"])
             dists = {k: json_to_distribution(v) for k, v in state.get("distributions", {}).items()}

@@ -1,11 +1,11 @@
-"""Config files: safe YAML reading and the resolved config saved next to a run's outputs."""
+"""Config files: safe YAML reading and the resolved config saved next to a run's outputs, local
+or at an object-store URI."""
 
 from __future__ import annotations
 
 import os
 import re
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -13,11 +13,12 @@ import yaml
 from signray.config.train import TrainConfig, config_to_flat
 from signray.errors import ConfigError
 from signray.io import write_text
+from signray.storage import Location, RemotePath, as_location
 
 __all__ = ["load_config_file", "read_yaml", "save_config"]
 
 
-def read_yaml(path: Path) -> Any:
+def read_yaml(path: Location) -> Any:
     """Parse a YAML file with the safe loader; a problem names the file, line and column.
 
     Tags that build Python objects (``!!python/object/apply:os.system``) are refused, never run.
@@ -42,9 +43,9 @@ def read_yaml(path: Path) -> Any:
         raise ConfigError([f"{where}: not valid YAML: {problem}"]) from None
 
 
-def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
+def load_config_file(path: str | os.PathLike | RemotePath) -> dict[str, Any]:
     """Read a flat YAML config safely (no arbitrary tags)."""
-    path = Path(path)
+    path = as_location(path)
     if not path.is_file():
         raise ConfigError([f"config file {path} does not exist"])
     data = read_yaml(path)
@@ -57,6 +58,6 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
     return dict(data)
 
 
-def save_config(cfg: TrainConfig, path: str | os.PathLike) -> Path:
+def save_config(cfg: TrainConfig, path: str | os.PathLike | RemotePath) -> Location:
     """Write the resolved config as YAML, atomically, so it can be passed back via --config."""
     return write_text(path, yaml.safe_dump(config_to_flat(cfg), sort_keys=False))

@@ -45,8 +45,15 @@ class SearchOptions:
     grace_period: int = option(1, "ASHA: epochs every trial runs before it can be stopped")
     reduction_factor: float = option(2.0, "ASHA: keep the top 1/FACTOR at each rung")
     # what is kept and retried
-    keep_checkpoints: int = option(2, "best checkpoints kept per trial, by val_gloss_acc")
+    keep_checkpoints: int = option(
+        2, "best checkpoints kept per trial, by val_gloss_acc (and its latest, to resume from)"
+    )
     max_failures: int = option(0, "retries of a failed trial from its latest checkpoint")
+    worker_failures: int = option(
+        0,
+        "multi-worker trials: restarts of the worker group after a rank dies, from the run's "
+        "latest checkpoint, before the trial fails (no Tune-level retry)",
+    )
     mlflow: bool = option(
         False, "also log every trial to EXPERIMENT/mlruns (needs signray[mlflow])"
     )
@@ -87,8 +94,9 @@ class SearchOptions:
                 add(f"`{flag(name)}` must be >= 1, but got {getattr(self, name)}", name)
         if self.max_concurrent is not None and self.max_concurrent < 1:
             add(f"`--max-concurrent` must be >= 1, but got {self.max_concurrent}", "max_concurrent")
-        if self.max_failures < 0:
-            add(f"`--max-failures` must be >= 0, but got {self.max_failures}", "max_failures")
+        for name in ("max_failures", "worker_failures"):
+            if getattr(self, name) < 0:
+                add(f"`{flag(name)}` must be >= 0, but got {getattr(self, name)}", name)
         if not self.cpus_per_trial > 0:
             add(f"`--cpus-per-trial` must be > 0, but got {self.cpus_per_trial}", "cpus_per_trial")
         if self.gpus_per_trial < 0:

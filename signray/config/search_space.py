@@ -36,9 +36,9 @@ unbuildable config. Fields the tune command sets itself (`NOT_SEARCHABLE`) are r
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from optuna.distributions import (
@@ -55,6 +55,7 @@ from signray.config.train import TRAIN_FIELDS, TrainConfig, resolve_config
 from signray.errors import ConfigError
 from signray.fields import FieldType, coerce, field_types, parse_number
 from signray.models import arch_fields, get_model_spec, list_models
+from signray.storage import RemotePath, as_location
 
 __all__ = [
     "DISTRIBUTIONS",
@@ -137,14 +138,16 @@ def _scalar(value: Any, ftype: FieldType) -> Any:
 
 
 def load_search_space(
-    path: str | Path, model: str | None = None, base: TrainConfig | None = None
+    path: str | os.PathLike | RemotePath,
+    model: str | None = None,
+    base: TrainConfig | None = None,
 ) -> SearchSpace:
     """Read and validate a search-space YAML file (safe loader only) for `model`.
 
     `model` may be None when the file names one. `base` is the config every trial starts from
     (defaults -> --config -> flags); values are validated in its context.
     """
-    path = Path(path)
+    path = as_location(path)
     if not path.is_file():
         raise ConfigError([f"search space file {path} does not exist"])
     return parse_search_space(read_yaml(path), model, base, source=str(path))

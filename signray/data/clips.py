@@ -6,16 +6,17 @@ a clip that trains also predicts.
 
 from __future__ import annotations
 
+import io
 import zipfile
 import zlib
 from collections import Counter
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
 from signray.data.labels import LabelRow, parse_labels
 from signray.data.packed import PackedSplit
+from signray.storage import Location, explain_error
 
 __all__ = ["ClipProblem", "load_clip_folder", "read_clip", "subsample_indices"]
 
@@ -29,30 +30,29 @@ def subsample_indices(length: int, max_frames: int) -> np.ndarray:
     return np.linspace(0, length - 1, max_frames).round().astype(np.int64)
 
 
-def _sniff_pickle(path: Path) -> bool:
-    try:
-        with path.open("rb") as fh:
-            return fh.read(1) == b"\x80"
-    except OSError:
-        return False
-
-
 class ClipProblem(Exception):
     """One clip's first problem; callers collect it with the others."""
 
 
-def read_clip(path: Path, keys: Sequence[str], max_frames: int | None) -> tuple[np.ndarray, str]:
-    """Read one clip, the file's only read; returns ``(float16/32 [T, D] array, key used)``."""
+def read_clip(
+    path: Location, keys: Sequence[str], max_frames: int | None
+) -> tuple[np.ndarray, str]:
+    """Read one clip (local or object store), the file's only read; returns ``(float16/32
+    [T, D] array, key used)``."""
     try:
-        npz = np.load(path, allow_pickle=False)
+        data = path.read_bytes()  # clips are small: one request on an object store
     except FileNotFoundError:
         raise ClipProblem(f"{path}: file not found") from None
     except IsADirectoryError:
         raise ClipProblem(f"{path}: is a folder (expected an .npz file)") from None
     except PermissionError as exc:
         raise ClipProblem(f"{path}: cannot read it ({exc.strerror})") from None
+    except OSError as exc:
+        raise ClipProblem(f"{path}: cannot read it ({explain_error(exc, path)})") from None
+    try:
+        npz = np.load(io.BytesIO(data), allow_pickle=False)
     except READ_ERRORS:
-        if _sniff_pickle(path):
+        if data[:1] == b"\x80":
             raise ClipProblem(
                 f"{path}: is a pickle, not an .npz archive (pickled data is refused)"
             ) from None
@@ -106,8 +106,8 @@ def read_clip(path: Path, keys: Sequence[str], max_frames: int | None) -> tuple[
 
 
 def load_clip_folder(
-    folder: Path,
-    labels_csv: Path | None,
+    folder: Location,
+    labels_csv: Location | None,
     keys: Sequence[str],
     num_gloss: int | None,
     num_cat: int | None,
@@ -130,7 +130,7 @@ def load_clip_folder(
     clips: list[np.ndarray] = []
     kept: list[LabelRow] = []
     key_counts: Counter[str] = Counter()
-    dims: list[tuple[int, Path]] = []
+    dims: list[tuple[int, Location]] = []
     for row in rows:
         path = folder / f"{row.name}.npz"
         try:

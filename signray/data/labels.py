@@ -9,9 +9,9 @@ import re
 import warnings
 from collections import Counter, defaultdict
 from dataclasses import dataclass
-from pathlib import Path
 
 from signray.errors import DataError
+from signray.storage import Location, RemotePath, as_location, explain_error
 
 __all__ = ["REQUIRED_COLUMNS", "LabelRow", "parse_labels", "range_text", "read_labels"]
 
@@ -42,14 +42,16 @@ def range_text(field: str, limit: int | None) -> str:
 
 
 def parse_labels(
-    path: Path, num_gloss: int | None, num_cat: int | None
+    path: Location, num_gloss: int | None, num_cat: int | None
 ) -> tuple[list[LabelRow], list[str], list[str]]:
     """Returns ``(rows, problems, warnings)`` for a labels CSV; never raises for bad input."""
     try:
         text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         return [], [f"labels CSV {path}: file not found"], []
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
+        return [], [f"labels CSV {path}: cannot read it ({explain_error(exc, path)})"], []
+    except UnicodeDecodeError as exc:
         return [], [f"labels CSV {path}: cannot read it ({exc})"], []
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
@@ -135,10 +137,10 @@ def parse_labels(
 
 
 def read_labels(
-    path: str | os.PathLike[str], *, num_gloss: int | None, num_cat: int | None
+    path: str | os.PathLike[str] | RemotePath, *, num_gloss: int | None, num_cat: int | None
 ) -> list[LabelRow]:
     """Parse and validate a ``file,gloss,cat`` CSV; raises one ``DataError`` with every problem."""
-    rows, problems, notes = parse_labels(Path(path), num_gloss, num_cat)
+    rows, problems, notes = parse_labels(as_location(path), num_gloss, num_cat)
     for note in notes:
         warnings.warn(note, UserWarning, stacklevel=2)
     if problems:

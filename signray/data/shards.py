@@ -13,6 +13,7 @@ import numpy as np
 from signray.data.clips import READ_ERRORS
 from signray.data.labels import parse_labels, range_text
 from signray.data.packed import PackedSplit
+from signray.storage import Location, explain_error
 
 __all__ = [
     "FORMAT_NAME",
@@ -35,7 +36,7 @@ def shard_file_name(index: int, num_shards: int) -> str:
     return f"shard-{index:05d}-of-{num_shards:05d}.npz"
 
 
-def is_shard_dir(path: Path) -> bool:
+def is_shard_dir(path: Location) -> bool:
     return (path / MANIFEST_NAME).is_file()
 
 
@@ -43,7 +44,7 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def read_manifest(folder: Path) -> tuple[dict[str, Any] | None, list[str]]:
+def read_manifest(folder: Location) -> tuple[dict[str, Any] | None, list[str]]:
     """Parse and check ``manifest.json``; returns ``(manifest or None, problems)``."""
     path = folder / MANIFEST_NAME
     try:
@@ -108,12 +109,27 @@ def read_manifest(folder: Path) -> tuple[dict[str, Any] | None, list[str]]:
 
 
 def _load_shard_file(
-    path: Path, entry: dict[str, Any], manifest: dict[str, Any], limits: dict[str, int | None]
+    path: Location, entry: dict[str, Any], manifest: dict[str, Any], limits: dict[str, int | None]
 ) -> tuple[dict[str, np.ndarray] | None, list[str]]:
     try:
-        npz = np.load(path, allow_pickle=False)
+        fh = path.open("rb")  # seekable, also on an object store: arrays are read one by one
     except FileNotFoundError:
         return None, [f"{path}: shard file listed in the manifest is missing"]
+    except OSError as exc:
+        return None, [f"{path}: cannot read it ({explain_error(exc, path)})"]
+    with fh:
+        return _read_shard(path, fh, entry, manifest, limits)
+
+
+def _read_shard(
+    path: Location,
+    fh,
+    entry: dict[str, Any],
+    manifest: dict[str, Any],
+    limits: dict[str, int | None],
+) -> tuple[dict[str, np.ndarray] | None, list[str]]:
+    try:
+        npz = np.load(fh, allow_pickle=False)
     except READ_ERRORS:
         return None, [f"{path}: not a valid .npz shard (corrupt or not a zip file)"]
     if isinstance(npz, np.ndarray):
@@ -184,8 +200,8 @@ def _load_shard_file(
 
 
 def load_shards(
-    folder: Path,
-    labels_csv: Path | None,
+    folder: Location,
+    labels_csv: Location | None,
     keys: Sequence[str],
     num_gloss: int | None,
     num_cat: int | None,

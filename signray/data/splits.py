@@ -11,7 +11,6 @@ import os
 import warnings
 from collections import Counter
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,6 +19,7 @@ from signray.data.clips import load_clip_folder, subsample_indices
 from signray.data.packed import PackedSplit
 from signray.data.shards import is_shard_dir, load_shards
 from signray.errors import DataError
+from signray.storage import RemotePath, as_location
 
 __all__ = ["load_split", "load_split_with_key"]
 
@@ -52,16 +52,19 @@ def _cap_frames(split: PackedSplit, max_frames: int | None) -> PackedSplit:
 
 
 def load_split(
-    source: str | os.PathLike[str], labels_csv: str | os.PathLike[str] | None = None, **options
+    source: str | os.PathLike[str] | RemotePath,
+    labels_csv: str | os.PathLike[str] | RemotePath | None = None,
+    **options,
 ) -> PackedSplit:
     """Validate and load one split into a ``PackedSplit``.
 
     ``source`` is a folder of per-clip ``.npz`` files (``labels_csv`` required) or a packed shard
     folder holding ``manifest.json`` (labels come from the shards; a ``labels_csv`` given too must
-    agree). ``options`` (keyword-only, see `load_split_with_key`): ``keys`` are tried in order
-    per file; ``num_gloss``/``num_cat`` bound the ids (``None`` only rejects negatives);
-    ``max_frames`` uniformly subsamples longer clips; ``shard_indices`` loads only some shards, so
-    a data-parallel worker reads only its part; ``split`` names the split in messages.
+    agree), local or at an object-store URI (``s3://bucket/fsl/keypoints_train``). ``options``
+    (keyword-only, see `load_split_with_key`): ``keys`` are tried in order per file;
+    ``num_gloss``/``num_cat`` bound the ids (``None`` only rejects negatives); ``max_frames``
+    uniformly subsamples longer clips; ``shard_indices`` loads only some shards, so a
+    data-parallel worker reads only its part; ``split`` names the split in messages.
 
     Raises one ``DataError`` listing every problem; a gloss seen with two categories only warns.
     """
@@ -69,8 +72,8 @@ def load_split(
 
 
 def load_split_with_key(
-    source: str | os.PathLike[str],
-    labels_csv: str | os.PathLike[str] | None = None,
+    source: str | os.PathLike[str] | RemotePath,
+    labels_csv: str | os.PathLike[str] | RemotePath | None = None,
     *,
     keys: Sequence[str] = ("X",),
     num_gloss: int | None,
@@ -87,8 +90,8 @@ def load_split_with_key(
     num_gloss, num_cat, max_frames = (
         None if v is None else int(v) for v in (num_gloss, num_cat, max_frames)
     )
-    folder = Path(source)
-    csv_path = Path(labels_csv) if labels_csv is not None else None
+    folder = as_location(source)
+    csv_path = as_location(labels_csv) if labels_csv is not None else None
     notes: list[str] = []
     packed: PackedSplit | None = None
     key_counts: Counter[str] = Counter()

@@ -2,19 +2,20 @@
 safe loading, and rebuilding a model from a checkpoint file.
 
 Files are written with `signray.io.atomic_write` (a kill leaves the old file or the new one) and
-read with ``torch.load(weights_only=True)``: a crafted pickle is refused, never run. Format 1
+read with ``torch.load(weights_only=True)``: a crafted pickle is refused, never run. Either may be
+a local path or an object-store URI (``s3://bucket/runs/x/SignTransformer_best.pt``). Format 1
 (written before the restructure, with ``rng_torch``) still loads.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 import pickle
 import re
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -22,6 +23,7 @@ import torch
 from signray.config import TrainConfig, config_to_flat, resolve_config
 from signray.errors import ConfigError
 from signray.io import atomic_write
+from signray.storage import Location, RemotePath, as_location, explain_error
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -88,21 +90,29 @@ def _required(f: dataclasses.Field) -> bool:
     return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
 
 
-def save_checkpoint(checkpoint: Checkpoint, path: str | os.PathLike[str]) -> Path:
+PathLike = str | os.PathLike[str] | RemotePath
+
+
+def save_checkpoint(checkpoint: Checkpoint, path: PathLike) -> Location:
     return atomic_write(path, lambda f: torch.save(checkpoint.to_dict(), f))
 
 
-def load_checkpoint(
-    path: str | os.PathLike[str], map_location: str | torch.device = "cpu"
-) -> Checkpoint:
+def load_checkpoint(path: PathLike, map_location: str | torch.device = "cpu") -> Checkpoint:
     """Load with `weights_only=True`: a crafted pickle is refused, never executed."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError([f"checkpoint {path} does not exist"])
+    path = as_location(path)
     try:
-        with warnings.catch_warnings():  # torch warns about the pickle protocol of foreign files
-            warnings.simplefilter("ignore", UserWarning)
-            state = torch.load(path, map_location=map_location, weights_only=True)
+        if not path.is_file():
+            raise FileNotFoundError(path)
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError([f"checkpoint {path} does not exist"]) from None
+    except OSError as err:
+        why = explain_error(err, path)
+        raise ConfigError([f"checkpoint {path} cannot be read: {why}"]) from None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # pickle protocol of foreign files
+            state = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as err:
         raise ConfigError(
             [
@@ -129,7 +139,7 @@ def _load_error(err: BaseException) -> str:
 
 
 def model_from_checkpoint(
-    path: str | os.PathLike[str], map_location: str | torch.device = "cpu"
+    path: PathLike, map_location: str | torch.device = "cpu"
 ) -> tuple[torch.nn.Module, TrainConfig, Checkpoint]:
     """(model in eval mode, its TrainConfig, the checkpoint) rebuilt from a signray checkpoint."""
     ckpt = load_checkpoint(path, map_location)

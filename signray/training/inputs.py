@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from signray.config import TrainConfig
 from signray.data import PackedSplit, load_split, synthetic_splits
 from signray.errors import ConfigError, DataError
+from signray.storage import RemotePath, as_location, explain_error
 
 __all__ = ["SMOKE_DATA", "input_paths", "load_inputs", "load_split_for"]
 
@@ -36,21 +36,28 @@ def _check_paths(cfg: TrainConfig) -> list[str]:
                 f"`--{flag}-{split}` is required for model {cfg.model!r} (or use --smoke-test)"
             )
             continue
-        if not Path(src).is_dir():
-            problems.append(f"`--{flag}-{split}` {src} is not a folder")
-            continue
-        packed = (Path(src) / "manifest.json").is_file()
-        if csv is None and not packed:
-            problems.append(
-                f"`--labels-{split}-csv` is required: {src} is a per-clip folder (no manifest.json)"
-            )
-        elif csv is not None and not Path(csv).is_file():
-            problems.append(f"`--labels-{split}-csv` {csv} does not exist")
+        try:
+            if not as_location(src).is_dir():
+                problems.append(f"`--{flag}-{split}` {src} is not a folder")
+                continue
+            packed = (as_location(src) / "manifest.json").is_file()
+            if csv is None and not packed:
+                problems.append(
+                    f"`--labels-{split}-csv` is required: {src} is a per-clip folder "
+                    "(no manifest.json)"
+                )
+            elif csv is not None and not as_location(csv).is_file():
+                problems.append(f"`--labels-{split}-csv` {csv} does not exist")
+        except OSError as err:
+            problems.append(f"`--{flag}-{split}` {src}: {explain_error(err, src)}")
     return problems
 
 
 def load_split_for(
-    cfg: TrainConfig, source: str | os.PathLike[str], labels_csv: str | None, split: str
+    cfg: TrainConfig,
+    source: str | os.PathLike[str] | RemotePath,
+    labels_csv: str | None,
+    split: str,
 ) -> PackedSplit:
     """One split, validated the way `cfg`'s model reads it (npz keys, id ranges, max_frames)."""
     _, _, keys = input_paths(cfg)

@@ -1,7 +1,8 @@
 """Where the loop's per-epoch results go. The loop only knows the `Reporter` protocol.
 
 `FileReporter` is the no-Ray implementation: progress on stdout, a CSV log, and
-`{ModelName}_best.pt` / `{ModelName}_last.pt`. The Ray reporter lives in `signray.tuning`.
+`{ModelName}_best.pt` / `{ModelName}_last.pt`, in a local folder or an object-store URI. The Ray
+reporter lives in `signray.tuning`.
 """
 
 from __future__ import annotations
@@ -12,11 +13,11 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Any, Protocol, TextIO
 
 from signray.io import copy_file, write_text
 from signray.layout import RunFiles
+from signray.storage import RemotePath, as_location
 from signray.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from signray.training.steps import ProgressFn
 
@@ -126,18 +127,18 @@ class FileReporter:
 
     def __init__(
         self,
-        output_dir: str | os.PathLike,
+        output_dir: str | os.PathLike | RemotePath,
         class_name: str,
         *,
         total_epochs: int,
-        log_csv: str | os.PathLike | None = None,
-        resume: str | os.PathLike | None = None,
+        log_csv: str | os.PathLike | RemotePath | None = None,
+        resume: str | os.PathLike | RemotePath | None = None,
         rank: int = 0,
         stream: TextIO | None = None,
     ) -> None:
         files = RunFiles(output_dir, class_name)
         self.best_path, self.last_path = files.best, files.last
-        self.log_path = Path(log_csv) if log_csv else files.log
+        self.log_path = as_location(log_csv) if log_csv else files.log
         self.resume, self.rank = resume, rank
         self.progress = ProgressLine(total_epochs, stream)
 
@@ -152,13 +153,17 @@ class FileReporter:
             self._truncate_log(checkpoint.epoch)
         return checkpoint
 
+    def _log_rows(self) -> list[dict[str, Any]]:
+        try:
+            text = self.log_path.read_text()
+        except FileNotFoundError:
+            return []
+        return list(csv.DictReader(io.StringIO(text, newline="")))
+
     def _truncate_log(self, epoch: int) -> None:
         """Drop log rows after the resumed epoch so the log matches the training history."""
-        if not self.log_path.is_file():
-            return
-        with self.log_path.open(newline="") as f:
-            rows = [r for r in csv.DictReader(f) if int(r["epoch"]) <= epoch]
-        self._write_log(rows)
+        if self.log_path.is_file():
+            self._write_log([r for r in self._log_rows() if int(r["epoch"]) <= epoch])
 
     def _write_log(self, rows: list[dict[str, Any]]) -> None:
         buf = io.StringIO()
@@ -177,10 +182,5 @@ class FileReporter:
         self.progress.print(metrics)
 
     def _append_log(self, metrics: dict[str, float]) -> None:
-        new = not self.log_path.is_file()
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=LOG_COLUMNS, extrasaction="ignore")
-            if new:
-                writer.writeheader()
-            writer.writerow({k: metrics[k] for k in LOG_COLUMNS})
+        """The log rewritten whole (atomic, and object stores cannot append)."""
+        self._write_log([*self._log_rows(), {k: metrics[k] for k in LOG_COLUMNS}])

@@ -1,18 +1,31 @@
-"""Start or join a Ray cluster with safe defaults: dashboard on loopback, clear URL printed."""
+"""Start or join a Ray cluster with safe defaults: dashboard on loopback, clear URL printed, and
+signray's own code shipped to the workers of a joined cluster.
+
+Which cluster, and whether we may join it, is `signray.tuning.address`'s decision (made before
+Ray is imported). Code reaches workers like this:
+
+- a new local cluster: its workers run on this machine; they get this process's ``sys.path`` as
+  ``PYTHONPATH`` (trials chdir into their folders, so a relative entry would be lost);
+- a joined cluster: signray's package folder goes in the job's ``runtime_env`` ``py_modules``,
+  so worker nodes need only the third-party stack, unless the job already ships it (``ray job
+  submit --working-dir .`` puts the working dir on every worker's path).
+"""
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import socket
 import sys
+from pathlib import Path
 
 import ray
 
-__all__ = ["init_ray", "is_loopback", "DASHBOARD_WARNING", "LOOPBACK_ENV"]
+import signray
+from signray.errors import ConfigError
+from signray.tuning.address import LOOPBACK_ENV, Target, is_loopback, prepare_target
 
-# With this off, Ray picks 127.0.0.1 as the node address instead of the first routable interface.
-LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+__all__ = ["DASHBOARD_WARNING", "LOOPBACK_ENV", "init_ray", "is_loopback", "runtime_env"]
+
 # The port a new local cluster's GCS listens on (read by Ray when it starts a head node).
 GCS_PORT_ENV = "RAY_GCS_SERVER_PORT"
 
@@ -23,32 +36,31 @@ DASHBOARD_WARNING = (
 )
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _keep_on_loopback() -> None:
-    """A one-machine cluster needs no routable address: keep every Ray process on 127.0.0.1.
-
-    Ray picks the first routable interface unless this switch is off. The environment variable
-    reaches the GCS, raylet and workers started from here; this process read it when it
-    imported Ray, so its copy of the constant is switched off too.
-    """
-    from ray._private import ray_constants
-
-    os.environ[LOOPBACK_ENV] = "0"
-    ray_constants.ENABLE_RAY_CLUSTER = False
-
-
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def _package_dir() -> Path:
+    return Path(signray.__file__).resolve().parent
+
+
+def runtime_env(target: Target, gcs_address: str | None) -> dict:
+    """The job's runtime_env: how workers import signray and find their cluster.
+
+    RAY_ADDRESS tells every process of the job its own cluster: Ray Train's placement-group
+    cleaner finds its cluster through it (else /tmp/ray/ray_current_cluster, or `ps`), and on a
+    host running other Ray clusters would otherwise ask the wrong one.
+    """
+    env_vars = {"RAY_ADDRESS": gcs_address} if gcs_address else {}
+    if target.local:
+        env_vars["PYTHONPATH"] = os.pathsep.join(str(Path(p).resolve()) for p in sys.path if p)
+        return {"env_vars": env_vars}
+    env: dict = {"env_vars": env_vars} if env_vars else {}
+    if "runtime_resources" not in _package_dir().parts:  # not already shipped by the job
+        env["py_modules"] = [str(_package_dir())]
+    return env
 
 
 def init_ray(
@@ -61,29 +73,21 @@ def init_ray(
     num_gpus: int | None = None,
     quiet: bool = False,
 ) -> str | None:
-    """Start an embedded cluster (address None) or join one; returns the dashboard URL."""
+    """Start an embedded cluster or join one (see `signray.tuning.address`); returns the
+    dashboard URL. Joining refuses with a `ConfigError` (exit 2) when the cluster does not answer
+    or does not accept this client's token."""
     if ray.is_initialized():
         return None
+    target = prepare_target(address)
     if not is_loopback(dashboard_host):
         print(DASHBOARD_WARNING.format(host=dashboard_host), file=sys.stderr)
-    # Workers chdir into trial folders; keep the driver's imports reachable from them.
-    env_vars = {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     kwargs = dict(logging_level="WARNING", log_to_driver=not quiet)
-    if address is None or is_loopback(address.rpartition(":")[0]):
-        _keep_on_loopback()
-    if address is None:
+    if target.local:
         port = _free_port()
-        # Tell every process of this job its cluster's address. Ray Train frees the placement
-        # group of a stopped run from a cleaner actor that finds its cluster through RAY_ADDRESS,
-        # else /tmp/ray/ray_current_cluster, else `ps`: on a host running other Ray clusters it
-        # would ask the wrong one, and leak the group or remove a live run's.
-        env_vars["RAY_ADDRESS"] = f"127.0.0.1:{port}"
         previous = os.environ.get(GCS_PORT_ENV)
         os.environ[GCS_PORT_ENV] = str(port)
         try:
-            # "local": always a new cluster here. Without it, ray.init joins the cluster that
-            # the last `ray start` on this machine recorded in /tmp/ray/ray_current_cluster
-            # (another user's, or a stale one) and ignores the dashboard settings below.
+            # "local": always a new cluster (see signray.tuning.address).
             context = ray.init(
                 address="local",
                 include_dashboard=dashboard,
@@ -91,7 +95,7 @@ def init_ray(
                 dashboard_port=dashboard_port,
                 num_cpus=num_cpus,
                 num_gpus=num_gpus,
-                runtime_env={"env_vars": env_vars},
+                runtime_env=runtime_env(target, f"127.0.0.1:{port}"),
                 **kwargs,
             )
         finally:
@@ -100,11 +104,28 @@ def init_ray(
             else:
                 os.environ[GCS_PORT_ENV] = previous
     else:
-        if address != "auto":
-            env_vars["RAY_ADDRESS"] = address
-        context = ray.init(address=address, runtime_env={"env_vars": env_vars}, **kwargs)
+        known = target.address if target.host_port else os.environ.get("RAY_ADDRESS")
+        try:
+            context = ray.init(
+                address=target.address, runtime_env=runtime_env(target, known), **kwargs
+            )
+        except ConnectionError as err:
+            raise ConfigError(
+                [f"cannot join the Ray cluster at {target.describe()}: {_reason(err)}"]
+            ) from None
+        print(f"joined the Ray cluster at {context.address_info['gcs_address']}", flush=True)
     url = context.dashboard_url
     if url:
         url = url if url.startswith("http") else f"http://{url}"
         print(f"Ray dashboard: {url}", flush=True)
     return url or None
+
+
+def _reason(err: BaseException) -> str:
+    text = f"{err} {err.__cause__ or ''}"
+    if "InvalidAuthToken" in text or "Authentication" in text:
+        return (
+            "it requires a token this client does not have or sends a different one (set "
+            "RAY_AUTH_TOKEN, or copy the head's ~/.ray/auth_token here)"
+        )
+    return str(err).splitlines()[0]

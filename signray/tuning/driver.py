@@ -7,19 +7,19 @@ import sys
 import time
 
 import ray
-from ray.tune import Tuner
 
 from signray.analysis.evaluation import evaluate_to_dir
 from signray.analysis.report import write_report
 from signray.config.search import SearchOptions
 from signray.errors import ConfigError
 from signray.layout import Status
+from signray.storage import RemotePath
 from signray.training.inputs import load_inputs
 from signray.tuning.cluster import init_ray
 from signray.tuning.plan import TunePlan
 from signray.tuning.results import format_summary, quiet_missing_results, write_outputs
 from signray.tuning.trial import TrialSetup
-from signray.tuning.tuner import build_tuner, restore_tuner
+from signray.tuning.tuner import build_tuner, can_restore, restore_tuner
 
 __all__ = ["run_search"]
 
@@ -45,6 +45,7 @@ def run_search(
     dashboard_host: str,
     dashboard_port: int | None,
     resume_command: str,
+    retry_errored: bool = False,
 ) -> int:
     """Exit code: 0 done, 1 every trial errored, 130 interrupted (resume with `resume_command`)."""
     train, val = load_inputs(plan.base)  # every data problem surfaces here, before Ray starts
@@ -68,18 +69,21 @@ def run_search(
         print(warning, file=sys.stderr, flush=True)
     refs = [ray.put(train), ray.put(val)]
     del train
+    root = plan.files.root
     setup = TrialSetup(
         base=plan.base,
-        experiment_dir=str(plan.files.root),
+        experiment_dir=root if isinstance(root, RemotePath) else str(root),
         workers=o.workers_per_trial,
         cpus_per_trial=o.cpus_per_trial,
         gpus_per_trial=o.gpus_per_trial,
         keep_checkpoints=o.keep_checkpoints,
+        worker_failures=o.worker_failures,
     ).with_runtime()
     if plan.resumed:
-        if not Tuner.can_restore(str(plan.files.root)):
+        if not can_restore(plan.files):
             raise ConfigError([f"{plan.files.root} holds no Ray Tune state to resume from yet"])
-        tuner = restore_tuner(plan.files.root, setup, refs)
+        with quiet_missing_results():  # a trial that had not started has no results yet
+            tuner = restore_tuner(plan.files, setup, refs, retry_errored=retry_errored)
     else:
         plan.save()
         tuner = build_tuner(plan.space if plan.searching else None, setup, refs, o)

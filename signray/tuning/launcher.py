@@ -2,6 +2,9 @@
 
 The driver validates and loads the data once and puts it in the object store; every worker on a
 node maps the same copy. Rank 0 attaches checkpoints; Ray keeps the best `keep_checkpoints`.
+`max_failures` (``--worker-failures``) lets Train restart a worker group that lost a rank from
+the run's latest checkpoint. Every epoch's metrics carry the worker group's placement group id
+(`signray.tuning.placement_groups`), so a driver can free it if the run is killed.
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ from signray.config import TrainConfig
 from signray.data import PackedSplit
 from signray.io import copy_file
 from signray.layout import CHECKPOINT_FILE, METRIC, MODE, RunFiles
+from signray.storage import Location, RemotePath, filesystem_and_path
 from signray.training.loop import train_loop
+from signray.tuning.placement_groups import PG_METRIC, current_placement_group_id
 from signray.tuning.reporters import RayReporter
 
 __all__ = ["export_checkpoints", "run_torch_trainer"]
@@ -37,6 +42,7 @@ def _train_worker(config: dict[str, Any]) -> None:
         total_epochs=cfg.epochs,
         progress=config["progress"],
         fallback_resume=cfg.resume,
+        tags={PG_METRIC: current_placement_group_id()},
     )
     train_loop(cfg, reporter, (train, val), device=ray.train.torch.get_device())
 
@@ -45,7 +51,7 @@ def run_torch_trainer(
     cfg: TrainConfig,
     data: tuple[PackedSplit, PackedSplit] | list,
     *,
-    storage_path: str | os.PathLike,
+    storage_path: str | os.PathLike | RemotePath,
     name: str,
     cpus_per_worker: float = 1,
     gpus_per_worker: float | None = None,
@@ -59,6 +65,7 @@ def run_torch_trainer(
     resources: dict[str, float] = {"CPU": cpus_per_worker}
     if cfg.use_gpu:
         resources["GPU"] = gpus_per_worker or 1
+    filesystem, path = filesystem_and_path(storage_path)
     trainer = TorchTrainer(
         _train_worker,
         train_loop_config={"cfg": cfg, "data": refs, "progress": progress},
@@ -67,7 +74,8 @@ def run_torch_trainer(
         ),
         run_config=RunConfig(
             name=name,
-            storage_path=str(Path(storage_path).resolve()),
+            storage_path=path,
+            storage_filesystem=filesystem,
             checkpoint_config=CheckpointConfig(
                 num_to_keep=keep_checkpoints,
                 checkpoint_score_attribute=METRIC,
@@ -81,11 +89,11 @@ def run_torch_trainer(
 
 
 def export_checkpoints(
-    result: ray.train.Result, output_dir: str | os.PathLike, class_name: str
-) -> tuple[Path | None, Path | None]:
+    result: ray.train.Result, output_dir: str | os.PathLike | RemotePath, class_name: str
+) -> tuple[Location | None, Location | None]:
     """Copy the run's best and latest checkpoints to `{ModelName}_best.pt` / `_last.pt`."""
     files = RunFiles(output_dir, class_name)
-    exported: list[Path | None] = []
+    exported: list[Location | None] = []
     for checkpoint, target in (
         (result.get_best_checkpoint(METRIC, MODE) if result.best_checkpoints else None, files.best),
         (result.checkpoint, files.last),

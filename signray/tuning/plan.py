@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
-import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -24,7 +22,17 @@ from signray.config.search import SearchOptions
 from signray.config.search_space import SearchSpace, load_search_space
 from signray.errors import ConfigError
 from signray.fields import flag
+from signray.io import copy_file
 from signray.layout import ExperimentFiles
+from signray.storage import (
+    Location,
+    RemotePath,
+    absolute,
+    as_location,
+    explain_error,
+    writable_problem,
+)
+from signray.tuning.address import cluster_target
 
 __all__ = ["DEFAULT_SPACES", "SMOKE", "TunePlan", "packaged_space", "plan_new", "plan_resume"]
 
@@ -54,7 +62,7 @@ def packaged_space(model: str) -> Path:
 class TunePlan:
     base: TrainConfig  # every trial starts from it (fixed values of the space applied)
     space: SearchSpace | None
-    space_file: Path | None
+    space_file: Location | None
     options: SearchOptions
     files: ExperimentFiles
     resumed: bool
@@ -67,44 +75,45 @@ class TunePlan:
         """The experiment's own record, so that --resume needs no other flags."""
         self.files.root.mkdir(parents=True, exist_ok=True)
         if self.space_file is not None and self.space_file != self.files.space_copy:
-            shutil.copyfile(self.space_file, self.files.space_copy)
+            copy_file(self.space_file, self.files.space_copy)
         distributions = dict(self.space.params) if self.searching else {}
         ExperimentState(self.base, self.options, distributions).save(self.files.driver_state)
 
 
 def _peek_model(path: str | None) -> str | None:
     """The `model:` a search-space file declares, to default --model from it."""
-    if path is None or not Path(path).is_file():
-        return None
     try:
-        data = yaml.safe_load(Path(path).read_text())
-    except yaml.YAMLError:
+        data = yaml.safe_load(as_location(path).read_text()) if path is not None else None
+    except (OSError, yaml.YAMLError):
         return None  # load_search_space reports it
     model = data.get("model") if isinstance(data, dict) else None
     return model if isinstance(model, str) else None
 
 
 def _absolute_paths(cfg: TrainConfig) -> TrainConfig:
-    """Trials chdir into their own folders and may run on other nodes: paths must be absolute."""
+    """Trials chdir into their own folders and may run on other nodes: paths must be absolute
+    (object-store URIs already are)."""
     changes = {
-        name: str(Path(getattr(cfg, name)).expanduser().resolve())
+        name: str(absolute(getattr(cfg, name)))
         for name in _DATA_PATHS
         if getattr(cfg, name) is not None
     }
     return dataclasses.replace(cfg, **changes)
 
 
-def _unwritable(folder: Path, flag: str) -> str | None:
-    """Why `folder` cannot be created or written to (asked of its nearest existing ancestor,
-    so that checking creates nothing); None when it can."""
-    existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        return f"`{flag}` {folder} cannot be created: {existing} is a file, not a folder"
-    if not os.access(existing, os.W_OK | os.X_OK):
-        return f"`{flag}` {folder} is not writable: {existing} does not allow writing"
-    return None
+def _storage_problem(files: ExperimentFiles, where: str) -> str | None:
+    """Whether the experiment folder can be written: in seconds, before any Ray process."""
+    return writable_problem(files.root if where == "--restore" else files.root.parent, where)
+
+
+def _local_only_problems(files: ExperimentFiles, opts: SearchOptions, where: str) -> list[str]:
+    """What must stay local when the experiment folder is an object-store URI."""
+    if opts.mlflow and isinstance(files.root, RemotePath):
+        return [
+            f"`--mlflow` keeps its SQLite store in the experiment folder, which must be local, "
+            f"but `{where}` is the object-store URI {files.root}; use a local folder with --mlflow"
+        ]
+    return []
 
 
 def plan_new(args: argparse.Namespace) -> TunePlan:
@@ -138,31 +147,31 @@ def plan_new(args: argparse.Namespace) -> TunePlan:
         space_path = str(packaged_space(cfg.model))
     space = space_file = None
     if space_path is not None:
-        space_file = Path(space_path).resolve()
+        space_file = absolute(space_path)
         space = load_search_space(space_file, cfg.model, cfg)
         cfg = space.apply_fixed(cfg)
     if cfg.use_gpu and not options.gpus_per_trial:
         options = options.replace(gpus_per_trial=1.0)
-    if options.gpus_per_trial > 0 and args.address is None:
+    if options.gpus_per_trial > 0 and cluster_target(args.address).local:
         import torch
 
         if not torch.cuda.is_available():
             problems.append(
                 "`--gpus-per-trial` > 0 but this machine has no CUDA GPU (join a GPU cluster "
-                "with --address)"
+                "with --address or RAY_ADDRESS)"
             )
     name = args.name or f"tune-{cfg.model}-{time.strftime('%Y%m%d-%H%M%S')}"
     if "/" in name or name in (".", ".."):
         problems.append(f"`--name` must be a plain folder name, but got {name!r}")
-    storage = Path(args.storage_path).expanduser().resolve()
-    files = ExperimentFiles(storage / name)
-    if problem := _unwritable(storage, "--storage-path"):
+    files = ExperimentFiles(absolute(args.storage_path) / name)
+    if problem := _storage_problem(files, "--storage-path"):
         problems.append(problem)
     elif files.root.exists() and any(files.root.iterdir()):
         problems.append(
             f"experiment folder {files.root} already exists: add --resume to continue it, or "
             "choose another --name"
         )
+    problems.extend(_local_only_problems(files, options, "--storage-path"))
     if problems:
         raise ConfigError(problems)
     return TunePlan(cfg, space, space_file, options, files, resumed=False)
@@ -171,18 +180,31 @@ def plan_new(args: argparse.Namespace) -> TunePlan:
 def plan_resume(args: argparse.Namespace) -> TunePlan:
     """The saved plan of the experiment --storage-path/--name (or --restore PATH)."""
     if args.restore:
-        files = ExperimentFiles(Path(args.restore).expanduser().resolve())
+        files = ExperimentFiles(absolute(args.restore))
     else:
         if not args.name:
             raise ConfigError(["`--resume` needs the experiment's --name (and --storage-path)"])
-        files = ExperimentFiles(Path(args.storage_path).expanduser().resolve() / args.name)
-    if not files.driver_state.is_file():
+        files = ExperimentFiles(absolute(args.storage_path) / args.name)
+    where = "--restore" if args.restore else "--storage-path"
+    if problem := _storage_problem(files, where):
+        raise ConfigError([problem])
+    try:
+        saved = files.driver_state.is_file()
+    except OSError as err:
+        raise ConfigError([f"`{where}` {files.root}: {explain_error(err, files.root)}"]) from None
+    if not saved:
         raise ConfigError(
             f"{files.root} is not a signray.tune experiment that can be resumed (no "
             f"{files.DRIVER_STATE}); check --name/--storage-path or --restore"
         )
     state = ExperimentState.load(files.driver_state)
-    given = sorted(k for k in vars(args) if k in config_keys() or k in state.options.as_dict())
+    if problems := _local_only_problems(files, state.options, where):
+        raise ConfigError(problems)
+    given = sorted(
+        k
+        for k, v in vars(args).items()
+        if (k in config_keys() or k in state.options.as_dict()) and (k != "single_run" or v)
+    )  # --single-run is the one such flag argparse always sets
     if given:
         print(
             f"note: --resume continues with the experiment's saved settings; ignoring "

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import ray
 from ray.train import Checkpoint as RayCheckpoint
 
-from signray.layout import CHECKPOINT_FILE
+from signray.io import write_text
+from signray.layout import CHECKPOINT_FILE, CHECKPOINT_METRICS
 from signray.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from signray.training.reporters import CheckpointFn, ProgressLine
 
@@ -33,6 +36,7 @@ class RayReporter:
     rank: int = 0
     progress: bool = True  # a line per epoch on rank 0's stdout
     fallback_resume: str | None = None
+    tags: dict[str, Any] = field(default_factory=dict)  # reported with every epoch's metrics
 
     def __post_init__(self) -> None:
         self._line = ProgressLine(self.total_epochs) if self.progress and self.rank == 0 else None
@@ -51,7 +55,7 @@ class RayReporter:
         return state
 
     def report(self, metrics: dict[str, float], checkpoint: CheckpointFn, *, is_best: bool) -> None:
-        metrics = {**metrics, "node_id": self.node_id}
+        metrics = {**metrics, "node_id": self.node_id, **self.tags}
         if self._line is not None:
             self._line.print(metrics)
         if self.rank != 0:  # rank 0 checkpoints every epoch: a retried trial loses nothing
@@ -59,4 +63,5 @@ class RayReporter:
             return
         with tempfile.TemporaryDirectory(prefix="signray-ckpt-") as folder:
             save_checkpoint(checkpoint(), Path(folder) / CHECKPOINT_FILE)
+            write_text(Path(folder) / CHECKPOINT_METRICS, json.dumps(metrics))
             self.report_fn(metrics, checkpoint=RayCheckpoint.from_directory(folder))

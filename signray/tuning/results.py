@@ -19,12 +19,12 @@ import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 from signray.analysis.experiment import Experiment, TrialRun, read_experiment
 from signray.config import TrainConfig, resolve_config, save_config
 from signray.io import copy_file, write_text
 from signray.layout import CHECKPOINT_FILE, METRIC, MODE, ExperimentFiles, Status
+from signray.storage import Location, RemotePath, filesystem_and_path
 from signray.training.checkpoint import Checkpoint, load_checkpoint
 
 __all__ = [
@@ -43,8 +43,8 @@ class SearchReport:
     experiment: Experiment
     best: TrialRun | None
     best_config: TrainConfig | None
-    best_config_path: Path | None
-    best_checkpoint: Path | None
+    best_config_path: Location | None
+    best_checkpoint: Location | None
     wall_time_s: float
 
     @property
@@ -99,7 +99,9 @@ def quiet_missing_results() -> Iterator[None]:
         log.setLevel(level)
 
 
-def read_tune_outcomes(experiment_dir: str | os.PathLike) -> tuple[dict[str, str], dict[str, str]]:
+def read_tune_outcomes(
+    experiment_dir: str | os.PathLike | RemotePath,
+) -> tuple[dict[str, str], dict[str, str]]:
     """(trial id -> Tune's status, trial id -> error reason) from the experiment saved on disk.
 
     Read back rather than taken from `Tuner.fit()`: after Ctrl-C, Tune stops the live trials in
@@ -107,9 +109,10 @@ def read_tune_outcomes(experiment_dir: str | os.PathLike) -> tuple[dict[str, str
     """
     from ray.tune import ExperimentAnalysis
 
+    fs, path = filesystem_and_path(experiment_dir)
     with quiet_missing_results():
         analysis = ExperimentAnalysis(
-            os.fspath(experiment_dir), default_metric=METRIC, default_mode=MODE
+            path, storage_filesystem=fs, default_metric=METRIC, default_mode=MODE
         )
     statuses, errors = {}, {}
     for trial in analysis.trials:
@@ -119,9 +122,11 @@ def read_tune_outcomes(experiment_dir: str | os.PathLike) -> tuple[dict[str, str
     return statuses, errors
 
 
-def find_best_checkpoint(exp: Experiment, trial: TrialRun) -> tuple[Path | None, Checkpoint | None]:
+def find_best_checkpoint(
+    exp: Experiment, trial: TrialRun
+) -> tuple[Location | None, Checkpoint | None]:
     """The kept checkpoint of `trial` with the highest val gloss accuracy that still exists."""
-    best: tuple[float, Path, Checkpoint] | None = None
+    best: tuple[float, Location, Checkpoint] | None = None
     for folder in exp.checkpoint_dirs(trial):
         path = folder / CHECKPOINT_FILE
         ckpt = load_checkpoint(path)
@@ -136,7 +141,7 @@ def find_best_checkpoint(exp: Experiment, trial: TrialRun) -> tuple[Path | None,
 
 
 def write_outputs(
-    experiment_dir: str | os.PathLike, *, base: TrainConfig, wall_time_s: float
+    experiment_dir: str | os.PathLike | RemotePath, *, base: TrainConfig, wall_time_s: float
 ) -> SearchReport:
     """Write trials.csv, best_config.yaml and {ModelName}_best.pt; return what was written."""
     statuses, errors = read_tune_outcomes(experiment_dir)
@@ -149,7 +154,7 @@ def write_outputs(
         sampled = {k: v for k, v in best.params.items() if k in exp.params}
         best_cfg = dataclasses.replace(
             resolve_config(sampled, base),
-            output_dir=os.fspath(files.retrain),
+            output_dir=str(files.retrain),
             resume=None,
             log_csv=None,
         )

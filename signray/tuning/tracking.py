@@ -22,6 +22,7 @@ import os
 from pathlib import Path
 
 from signray.errors import ConfigError
+from signray.storage import RemotePath, require_local
 
 __all__ = ["tracking_callbacks", "mlflow_tracking_uri", "MLRUNS_DIR"]
 
@@ -49,7 +50,7 @@ def _prepare_mlflow(experiment_dir: Path, experiment_name: str, tracking_uri: st
 
 
 def tracking_callbacks(
-    experiment_dir: str | os.PathLike,
+    experiment_dir: str | os.PathLike | RemotePath,
     mlflow: bool = False,
     *,
     experiment_name: str | None = None,
@@ -63,7 +64,6 @@ def tracking_callbacks(
     """
     from ray.tune.logger import TBXLoggerCallback
 
-    folder = Path(experiment_dir)
     callbacks: list = []
     try:
         callbacks.append(TBXLoggerCallback())
@@ -72,6 +72,7 @@ def tracking_callbacks(
             ["TensorBoard logging needs tensorboardX: pip install tensorboardX"]
         ) from None
     if mlflow:
+        folder = require_local(experiment_dir, "the experiment folder of --mlflow")
         name = experiment_name or folder.name
         uri = tracking_uri or mlflow_tracking_uri(folder)
         if tracking_uri is None:

@@ -24,7 +24,6 @@ import dataclasses
 import json
 import logging
 import math
-import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from signray.analysis.experiment import tidy_params
 from signray.config import TrainConfig, resolve_config
 from signray.io import write_text
 from signray.layout import ExperimentFiles
+from signray.storage import RemotePath
 from signray.training.loop import train_loop
 from signray.tuning.reporters import RayReporter
 
@@ -52,11 +52,12 @@ class TrialSetup:
     """Everything a trial needs besides its sampled values; small and picklable."""
 
     base: TrainConfig  # the resolved base config, search-space fixed values applied
-    experiment_dir: str  # absolute
+    experiment_dir: str | RemotePath  # absolute, or an object store (pickled with its endpoint)
     workers: int = 1
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
     keep_checkpoints: int = 2
+    worker_failures: int = 0  # Train restarts of a multi-worker trial's worker group
 
     @property
     def files(self) -> ExperimentFiles:
@@ -82,7 +83,7 @@ class TrialSetup:
                 use_gpu=self.gpus_per_trial > 0,
                 num_threads=threads,
                 resume=None,
-                output_dir=os.fspath(self.experiment_dir),
+                output_dir=str(self.experiment_dir),
             ),
         )
 
@@ -137,6 +138,7 @@ def _run_trial(config: dict[str, Any], *, setup: TrialSetup, data: list) -> None
             cpus_per_worker=setup.cpus_per_worker,
             gpus_per_worker=setup.gpus_per_worker or None,
             keep_checkpoints=setup.keep_checkpoints,
+            max_failures=setup.worker_failures,
             callbacks=[TuneReportCallback()],
             progress=False,
         )

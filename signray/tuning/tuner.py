@@ -1,21 +1,29 @@
 """Assemble the Ray Tune experiment (trainable, searcher, scheduler, storage, reporting) for a
-new search, or restore an interrupted one."""
+new search, or restore an interrupted one.
+
+Ray writes to the same place signray reads: the experiment's own filesystem (local, or the
+object store of an ``s3://``/``gs://``/``abfs://`` ``--storage-path``) is passed to Ray as
+``storage_filesystem``. Tune keeps every checkpoint; `KeepBestCheckpoints` prunes them safely,
+and `RemoveTrainPlacementGroups` frees the worker groups of multi-worker trials Tune stopped.
+"""
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from ray import tune
 
 from signray.config.search import SearchOptions
 from signray.config.search_space import SearchSpace
 from signray.layout import METRIC, MODE, ExperimentFiles
+from signray.storage import filesystem_and_path
+from signray.tuning.placement_groups import RemoveTrainPlacementGroups
+from signray.tuning.retention import KeepBestCheckpoints, checkpoint_period_s
 from signray.tuning.searcher import build_scheduler, build_searcher, default_max_concurrent
 from signray.tuning.tracking import tracking_callbacks
 from signray.tuning.trial import TrialSetup, make_trainable
 
-__all__ = ["build_tuner", "restore_tuner"]
+__all__ = ["build_tuner", "can_restore", "restore_tuner"]
 
 # Seconds between two prints of the trial table.
 REPORT_EVERY_S = 15.0
@@ -45,21 +53,28 @@ def _quiet_tune_output() -> None:
     # Each trial checkpoints every epoch and keeps its best K, which forces an experiment-state
     # snapshot each time; on short epochs Tune warns about that frequency every few seconds.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    checkpoint_period_s()  # a fixed snapshot period, which checkpoint pruning relies on
 
 
 def _run_config(files: ExperimentFiles, opts: SearchOptions, params: list[str]) -> tune.RunConfig:
     _quiet_tune_output()
+    filesystem, parent = filesystem_and_path(files.root.parent)
     return tune.RunConfig(
         name=files.name,
-        storage_path=str(files.root.parent),
+        storage_path=parent,
+        storage_filesystem=filesystem,
         checkpoint_config=tune.CheckpointConfig(
-            num_to_keep=opts.keep_checkpoints,
+            num_to_keep=None,  # KeepBestCheckpoints prunes (see signray.tuning.retention)
             checkpoint_score_attribute=METRIC,
             checkpoint_score_order=MODE,
         ),
         failure_config=tune.FailureConfig(max_failures=opts.max_failures),
         progress_reporter=_progress_reporter(params),
-        callbacks=tracking_callbacks(files.root, mlflow=opts.mlflow),
+        callbacks=[
+            *tracking_callbacks(files.root, mlflow=opts.mlflow),
+            KeepBestCheckpoints(files.root, opts.keep_checkpoints),
+            RemoveTrainPlacementGroups(),
+        ],
         verbose=1,
     )
 
@@ -96,13 +111,24 @@ def build_tuner(
     )
 
 
-def restore_tuner(path: str | Path, setup: TrialSetup, data_refs: list) -> tune.Tuner:
+def can_restore(files: ExperimentFiles) -> bool:
+    filesystem, path = filesystem_and_path(files.root)
+    return tune.Tuner.can_restore(path, storage_filesystem=filesystem)
+
+
+def restore_tuner(
+    files: ExperimentFiles, setup: TrialSetup, data_refs: list, *, retry_errored: bool = False
+) -> tune.Tuner:
     """Continue an interrupted experiment: finished trials are kept, unfinished ones resume
-    from their latest checkpoints, errored ones resume too (they get their retries again)."""
+    from their latest checkpoints. Errored trials keep their error (it may be deterministic: a
+    NaN loss, a config that cannot be built) unless `retry_errored`: then they resume from their
+    latest checkpoints with their retries again."""
     _quiet_tune_output()
+    filesystem, path = filesystem_and_path(files.root)
     return tune.Tuner.restore(
-        str(path),
+        path,
         trainable=make_trainable(setup, data_refs),
         resume_unfinished=True,
-        resume_errored=True,
+        resume_errored=retry_errored,
+        storage_filesystem=filesystem,
     )

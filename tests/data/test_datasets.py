@@ -81,17 +81,23 @@ def test_no_hard_length_limit(make_dataset: MakeDataset) -> None:
 
 def test_each_file_is_read_once(make_dataset: MakeDataset, monkeypatch: pytest.MonkeyPatch) -> None:
     folder, csv = make_dataset()
-    calls: list[str] = []
-    real_load = np.load
+    reads: list[str] = []
+    loads: list[bool] = []
+    real_read, real_load = Path.read_bytes, np.load
 
-    def counting_load(path: object, *args: object, **kwargs: object) -> object:
-        calls.append(Path(str(path)).name)
-        assert kwargs.get("allow_pickle") is False
-        return real_load(path, *args, **kwargs)  # type: ignore[call-overload]
+    def counting_read(path: Path) -> bytes:
+        reads.append(path.name)
+        return real_read(path)
 
+    def counting_load(file: object, *args: object, **kwargs: object) -> object:
+        loads.append(kwargs.get("allow_pickle") is False)
+        return real_load(file, *args, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(Path, "read_bytes", counting_read)
     monkeypatch.setattr(np, "load", counting_load)
     _load(folder, csv)
-    assert sorted(calls) == ["c0.npz", "c1.npz", "c2.npz", "c3.npz"]
+    assert sorted(reads) == ["c0.npz", "c1.npz", "c2.npz", "c3.npz"]
+    assert loads == [True] * 4  # one parse per file, never with pickles allowed
 
 
 def _set_csv(text: str) -> Callable[[Path, Path], None]:

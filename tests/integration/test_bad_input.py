@@ -460,6 +460,18 @@ CASES = [
         module=TUNE,
     ),
     Case("tune-bad-data", tune(), [FIRST, "NaN/Inf"], module=TUNE, mutate=_npz("train", X=NAN)),
+    Case(
+        "tune-no-cluster-at-address",
+        tune("--address", "127.0.0.1:1"),  # nothing listens on port 1
+        ["no Ray cluster answers at 127.0.0.1:1 (--address)"],
+        module=TUNE,
+    ),
+    Case(
+        "tune-storage-uri-lost-its-slashes",
+        tune("--storage-path", "s3:/bucket/exps"),  # what pathlib makes of s3://bucket/exps
+        ["s3:/bucket/exps looks like an object-store URI that lost its '//'"],
+        module=TUNE,
+    ),
     # ---- crafted pickle checkpoints (must be refused, never run)
     Case(
         "pickle-checkpoint-train-resume",

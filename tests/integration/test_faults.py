@@ -10,7 +10,6 @@ others there; a node dying mid-search in test_multinode.py.
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import json
 import os
@@ -27,6 +26,7 @@ from rayhelpers import (
     Driver,
     get_psutil,
     result_records,
+    saved_statuses,
     trial_dirs,
     trial_rows,
     wait_until,
@@ -112,21 +112,6 @@ def test_killed_trial_process_resumes_from_its_latest_checkpoint(ray_cluster, tm
     assert sorted({r["epoch"] for r in records}) == list(range(1, EPOCHS + 1))
 
 
-def _saved_statuses(experiment: Path) -> dict[str, str]:
-    """Trial id -> status in the newest experiment state Tune saved to storage."""
-    states = sorted(glob.glob(str(experiment / "experiment_state-*.json")))
-    if not states:
-        return {}
-    try:
-        data = json.loads(Path(states[-1]).read_text())
-    except (OSError, json.JSONDecodeError):  # being replaced right now
-        return {}
-    return {
-        state["trial_id"]: state["status"]
-        for state in (json.loads(s) for s, _ in data["trial_data"])
-    }
-
-
 def _fingerprint(folder: Path) -> dict[str, tuple[str, int | None]]:
     """Every file below `folder`: (sha256, mtime_ns), the mtime only for what the trial itself
     writes (checkpoints). Tune's driver rewrites result.json & co. with the same bytes when
@@ -153,7 +138,7 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(ray_cluster, tm
     experiment = tmp_path / "drv"
 
     def finished_and_one_running():
-        saved = _saved_statuses(experiment)
+        saved = saved_statuses(experiment)
         done = {t for t, s in saved.items() if s == "TERMINATED"}
         running = [
             t
@@ -335,3 +320,49 @@ def test_sigkill_during_saves_never_leaves_a_truncated_file(tmp_path):
             proc.kill()
     assert len(versions) > kills // 2, versions  # the files really were being rewritten
     assert mid_write >= 1, "no kill landed during a write"
+
+
+def _saved_failures(experiment: Path) -> dict[str, int]:
+    """Trial id -> how often it failed, in the newest experiment state Tune saved."""
+    (state,) = sorted(experiment.glob("experiment_state-*.json"))[-1:]
+    return {
+        json.loads(trial)["trial_id"]: json.loads(metadata)["num_failures"]
+        for trial, metadata in json.loads(state.read_text())["trial_data"]
+    }
+
+
+def test_resume_keeps_errored_trials_unless_told_to_retry_them(ray_cluster, tmp_path):
+    """A deterministic error (NaN loss at epoch 2) stays an error on --resume: the trial is not
+    run again; --retry-errored runs it again from its checkpoint (and it fails again)."""
+    from signray.tune import main
+
+    space = tmp_path / "space.yaml"
+    space.write_text(
+        yaml.safe_dump(
+            {
+                "space": {
+                    "lr": {"distribution": "choice", "values": [0.003, 10000.0]},
+                    "grad_clip": 0,  # off, so lr=1e4 diverges in epoch 2
+                    "d_model": 32, "n_heads": 2, "depth": 1, "ff_dim": 32,
+                },
+                "points_to_evaluate": [{"lr": 10000.0}, {"lr": 0.003}],
+            }
+        )
+    )  # fmt: skip
+    where = ["--storage-path", str(tmp_path), "--name", "keep"]
+    args = ["--model", "transformer", "--smoke-test", "--search-space", str(space),
+            "--num-samples", "2", "--epochs", "3", "--trial-scheduler", "fifo", *where]  # fmt: skip
+    assert main(args) == 0
+    experiment = tmp_path / "keep"
+    (errored,) = [r["trial_id"] for r in trial_rows(experiment) if r["status"] == "ERROR"]
+    assert _saved_failures(experiment)[errored] == 1
+
+    assert main(["--resume", *where]) == 0
+    assert _saved_failures(experiment)[errored] == 1  # not run again
+    row = next(r for r in trial_rows(experiment) if r["trial_id"] == errored)
+    assert row["status"] == "ERROR" and "NonFiniteLossError" in row["error"]
+
+    assert main(["--resume", "--retry-errored", *where]) == 0
+    assert _saved_failures(experiment)[errored] == 2  # ran again, failed again
+    row = next(r for r in trial_rows(experiment) if r["trial_id"] == errored)
+    assert row["status"] == "ERROR" and "NonFiniteLossError" in row["error"]

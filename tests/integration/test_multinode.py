@@ -36,7 +36,7 @@ from rayhelpers import (
 
 from signray.layout import ExperimentFiles
 from signray.training.checkpoint import Checkpoint, load_checkpoint
-from signray.tuning.cluster import LOOPBACK_ENV
+from signray.tuning.address import LOOPBACK_ENV
 
 pytestmark = pytest.mark.slow
 

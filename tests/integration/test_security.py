@@ -19,6 +19,7 @@ import pytest
 from rayhelpers import Driver, get_psutil, is_loopback, trial_rows, wait_until
 
 from signray.tune import main as tune_main
+from signray.tuning.address import LOOPBACK_ENV
 from signray.tuning.cluster import DASHBOARD_WARNING
 
 
@@ -52,7 +53,9 @@ def test_dashboard_and_every_ray_port_listen_on_loopback_only(tmp_path):
         tmp_path,
         "--name",
         "dash",
-        env={"RAY_TMPDIR": str(ray_tmp)},
+        # The test session's own loopback setting is overridden: signray itself must set it
+        # for the cluster it starts, before Ray is imported.
+        env={"RAY_TMPDIR": str(ray_tmp), LOOPBACK_ENV: "1"},
     )
     try:
         url = wait_until(

@@ -6,6 +6,10 @@ The searches themselves run in tests/launch/test_search.py (slow, real Ray).
 from __future__ import annotations
 
 import json
+import socket
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -56,6 +60,8 @@ def test_parser_has_every_documented_flag():
         "--reduction-factor",
         "--keep-checkpoints",
         "--max-failures",
+        "--worker-failures",
+        "--retry-errored",
         "--name",
         "--storage-path",
         "--resume",
@@ -247,3 +253,77 @@ def test_saved_state_round_trip(tmp_path, monkeypatch):
     assert resumed.base == plan.base
     assert resumed.options == plan.options
     assert resumed.space.params == plan.space.params
+
+
+# ------------------------------------------------- object-store experiments (a real S3 server)
+
+
+def _smoke_on(storage: str, *extra) -> list:
+    return ["--model", "iv3_gru", "--smoke-test", "--storage-path", storage, "--name", "e", *extra]
+
+
+def test_bad_object_stores_exit_2_in_seconds_before_ray(
+    s3, s3_bucket, tmp_path, monkeypatch, capsys
+):
+    """Unreachable store, missing bucket, no credentials: one clear message each, exit 2,
+    before Ray starts (the autouse fixture fails any init_ray); the seconds it took printed."""
+    from s3server import MotoServer, free_port
+
+    def timed_fail(*args) -> str:
+        start = time.perf_counter()
+        err = _fail(capsys, *args)
+        print(
+            f"exit 2 after {time.perf_counter() - start:.2f}s: {err.strip()}", file=sys.__stdout__
+        )
+        return err
+
+    err = timed_fail(*_smoke_on("s3://no-such-bucket/exps"))
+    assert f"bucket 'no-such-bucket' does not exist at {s3.endpoint}" in err
+    # Nobody listens on the port; then a server that accepts connections and never answers.
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
+    err = timed_fail(*_smoke_on(f"s3://{s3_bucket}-refused/exps"))
+    assert "`--storage-path` s3://" in err and "cannot reach the object store at http://" in err
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{silent.getsockname()[1]}")
+        err = timed_fail(*_smoke_on(f"s3://{s3_bucket}-silent/exps"))
+    assert "cannot reach the object store" in err and "Timeout was reached" in err
+    locked = MotoServer(tmp_path, open_actions=1)  # checks credentials after the first request
+    try:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", locked.endpoint)
+        locked.create_bucket("locked-plan")
+        for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE"):
+            monkeypatch.delenv(key, raising=False)
+        monkeypatch.setenv("HOME", str(tmp_path))
+        err = timed_fail(*_smoke_on("s3://locked-plan/exps"))
+        assert "no AWS credentials were found" in err
+        err = timed_fail("--resume", "--name", "e", "--storage-path", "s3://locked-plan/exps")
+        assert "no AWS credentials were found" in err
+    finally:
+        locked.stop()
+
+
+def test_object_store_experiment_plans_saves_and_resumes(s3_bucket, capsys):
+    """A new experiment in a bucket: planned, its state saved there, read back by --resume;
+    nothing appears locally; --mlflow (a local SQLite store) is refused there."""
+    from signray.tuning.plan import plan_new, plan_resume
+
+    storage = f"s3://{s3_bucket}/exps"
+    plan = plan_new(build_parser().parse_args([str(a) for a in _smoke_on(storage)]))
+    assert str(plan.files.root) == f"{storage}/e"
+    plan.save()
+    resumed = plan_resume(
+        build_parser().parse_args(["--resume", "--name", "e", "--storage-path", storage])
+    )
+    assert resumed.base == plan.base and resumed.space.params == plan.space.params
+    assert str(resumed.space_file) == f"{storage}/e/search_space.yaml"
+    assert "already exists: add --resume" in _fail(capsys, *_smoke_on(storage))
+    assert not Path("s3:").exists()
+    err = _fail(capsys, *_smoke_on(storage, "--name", "m", "--mlflow"))
+    assert "`--mlflow` keeps its SQLite store in the experiment folder, which must be local" in err
+
+
+def test_retry_errored_needs_resume(tmp_path, capsys):
+    err = _fail(capsys, *_smoke_on(str(tmp_path), "--retry-errored"))
+    assert "`--retry-errored` needs --resume or --restore" in err

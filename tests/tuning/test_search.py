@@ -289,13 +289,15 @@ def test_resume_after_interrupt_runs_exactly_num_samples(ray_cluster, tmp_path):
             for result in experiment.glob(f"*{marker.stem}*/result.json")
         }
         assert finished
-        before = {p: p.read_text() for p in finished}
         proc.send_signal(signal.SIGINT)  # Ctrl-C
         out, _ = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130, out[-3000:]
+    # Tune copies results to storage with each experiment snapshot (every 10 s) and once more on
+    # the way out: the finished trials' files as the interrupted driver left them.
+    before = {p: p.read_text() for p in finished}
     assert not re.search(r"^Traceback", out, re.M), out[-3000:]  # the driver's own output
     assert ExperimentFiles(experiment).driver_state.is_file() and Tuner.can_restore(str(experiment))
     # The command it printed, run as printed (with this venv's python), finishes the search.
