@@ -8,9 +8,9 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from signray.data.clips import read_clip, subsample_indices
+from signray.data.clips import read_clip
 from signray.data.labels import LabelRow, read_labels
-from signray.data.packed import PackedSplit
+from signray.data.packed import PackedSplit, subsample_indices
 from signray.data.splits import load_split
 
 if TYPE_CHECKING:
