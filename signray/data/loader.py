@@ -1,4 +1,5 @@
-"""Dataset, padded batches and DataLoader construction over a ``PackedSplit``."""
+"""Dataset, padded batches and DataLoader construction over a split in memory (`PackedSplit`,
+`PackedParts`) or streamed from its shards (`ShardStream`)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from signray.data.packed import PackedSplit
-from signray.data.samplers import BucketBatchSampler
+from signray.data.packed import Split
+from signray.data.samplers import BucketBatchSampler, ShardBatchSampler
+from signray.data.streaming import ShardStream
 
 __all__ = ["Batch", "ClipDataset", "build_loader", "collate_padded"]
 
@@ -21,11 +23,12 @@ Item = tuple[np.ndarray, int, int]
 class ClipDataset(Dataset[Item]):
     """Map-style dataset over a packed split; items are zero-copy views of the packed frames.
 
-    Items stay NumPy: frames shared through Ray's object store are read-only, which torch
-    tensors cannot represent; the collate copies them into one writable batch anyway.
+    Items stay NumPy in their stored dtype: frames shared through Ray's object store or
+    memory-mapped are read-only, which torch tensors cannot represent; the collate copies them
+    into one writable float32 batch anyway.
     """
 
-    def __init__(self, split: PackedSplit) -> None:
+    def __init__(self, split: Split) -> None:
         self.split = split
 
     def __len__(self) -> int:
@@ -62,7 +65,8 @@ class Batch:
 
 
 def collate_padded(items: Sequence[Item]) -> Batch:
-    """Stack clips of different lengths into one zero-padded ``(B, T_max, D)`` batch."""
+    """Stack clips of different lengths into one zero-padded ``(B, T_max, D)`` float32 batch
+    (float16 frames are cast here, one batch at a time)."""
     if not items:
         raise ValueError("collate_padded needs at least one item, but got an empty batch")
     lengths = torch.tensor([clip.shape[0] for clip, _, _ in items], dtype=torch.int64)
@@ -76,7 +80,7 @@ def collate_padded(items: Sequence[Item]) -> Batch:
 
 
 def build_loader(
-    split: PackedSplit,
+    split: Split | ShardStream,
     *,
     batch_size: int,
     train: bool,
@@ -93,27 +97,31 @@ def build_loader(
     """A DataLoader yielding ``Batch``; call ``loader.batch_sampler.set_epoch(epoch)`` each epoch.
 
     Training shuffles and gives every rank the same number of batches; evaluation covers the
-    split exactly once over all ranks (see ``BucketBatchSampler``). Workers, when used, are kept
+    split exactly once over all ranks. A split in memory is sampled with one global permutation
+    (``BucketBatchSampler``); a `ShardStream` gives this rank its own shards and shard-local
+    orders (``ShardBatchSampler``, see `signray.data.streaming`). Workers, when used, are kept
     alive between epochs unless ``persistent_workers=False``.
     """
-    sampler = BucketBatchSampler(
-        split.lengths,
-        batch_size,
-        shuffle=train,
-        bucket=bucket,
-        seed=seed,
-        rank=rank,
-        world_size=world_size,
-        drop_last=drop_last,
-        train=train,
-    )
+    dataset: Dataset[Item]
+    if isinstance(split, ShardStream):
+        dataset = split.for_rank(rank, world_size)
+        sampler: BucketBatchSampler | ShardBatchSampler = ShardBatchSampler(
+            dataset.sizes, dataset.lengths, batch_size, bucket=bucket, seed=seed, rank=rank,
+            train=train, epoch_clips=split.epoch_clips(world_size) if train else None,
+        )  # fmt: skip
+    else:
+        dataset = ClipDataset(split)
+        sampler = BucketBatchSampler(
+            split.lengths, batch_size, shuffle=train, bucket=bucket, seed=seed, rank=rank,
+            world_size=world_size, drop_last=drop_last, train=train,
+        )  # fmt: skip
     extra: dict[str, Any] = {}
     if num_workers > 0:
         extra["persistent_workers"] = True if persistent_workers is None else persistent_workers
         if prefetch_factor is not None:
             extra["prefetch_factor"] = prefetch_factor
     return DataLoader(
-        ClipDataset(split),
+        dataset,
         batch_sampler=sampler,
         collate_fn=collate_padded,
         num_workers=num_workers,

@@ -2,9 +2,10 @@
 checking them against their manifest. Every read of a shard file goes through the few functions
 at the top of this module, so storage other than a local path changes only them.
 
-Set ``SIGNRAY_SHARD_LOG=FOLDER`` to have every process append one JSON line per shard it opens
-(pid, host, split folder, shard, who read it) to ``FOLDER/<host>-<pid>.jsonl``: the multi-node
-test reads it to prove that each DDP rank opened only its own shards.
+Set ``SIGNRAY_SHARD_LOG=FOLDER`` to have every process append one JSON line per shard file set it
+opens (pid, host, split folder, shard, who read it, labels / frames / all) to
+``FOLDER/<host>-<pid>.jsonl``: the multi-node test reads it to prove that each DDP rank opened
+only its own shards.
 """
 
 from __future__ import annotations
@@ -32,7 +33,9 @@ __all__ = [
     "ShardLabels",
     "csv_problems",
     "load_v1_shard",
+    "map_frames",
     "open_shard",
+    "read_shard_labels",
     "verify_shard",
 ]
 
@@ -43,13 +46,13 @@ _READ_CHUNK = 1 << 24  # bytes per read while hashing
 # --- file access: the only functions that touch shard files -------------------------------
 
 
-def _log_open(folder: Path, shard: str, reader: str) -> None:
+def _log_open(folder: Path, shard: str, reader: str, what: str = "labels") -> None:
     log_dir = os.environ.get(SHARD_LOG_ENV)
     if not log_dir:
         return
     host = socket.gethostname()
     record = {"pid": os.getpid(), "host": host, "folder": str(folder), "shard": shard,
-              "reader": reader, "time": time.time()}  # fmt: skip
+              "reader": reader, "what": what, "time": time.time()}  # fmt: skip
     with open(Path(log_dir) / f"{host}-{os.getpid()}.jsonl", "a", encoding="utf-8") as f:
         f.write(json.dumps(record) + "\n")
 
@@ -192,7 +195,7 @@ def verify_shard(
     """Check one format-2 shard completely: every file's size and sha256, shapes, dtypes and
     counts against the manifest, finite frames, ids in range. Reads each file once."""
     where = str(folder / entry["name"])
-    _log_open(folder, entry["name"], "verify")
+    _log_open(folder, entry["name"], "verify", "all")
     arrays: dict[str, np.ndarray] = {}
     problems = []
     for file in SHARD_FILES:
@@ -226,17 +229,30 @@ def verify_shard(
     return (None if problems else labels), problems
 
 
-def open_shard(folder: Path, entry: dict, manifest: dict, *, reader: str) -> PackedSplit:
-    """One format-2 shard as a `PackedSplit` whose frames are memory-mapped (read-only, in the
-    stored dtype). Only shapes are checked: `verify_shard` checked the contents before."""
+def read_shard_labels(folder: Path, entry: dict, *, reader: str) -> ShardLabels:
+    """A format-2 shard's small arrays (offsets, ids, names), without touching its frames."""
     _log_open(folder, entry["name"], reader)
+    base = folder / entry["name"]
+    small = {k: _load_npy(base / f"{k}.npy") for k in ("offsets", "gloss", "cat", "names")}
+    return ShardLabels(**small)
+
+
+def map_frames(folder: Path, entry: dict, manifest: dict, *, reader: str) -> np.ndarray:
+    """A format-2 shard's frames, memory-mapped read-only in their stored dtype."""
+    _log_open(folder, entry["name"], reader, "frames")
     base = folder / entry["name"]
     frames = _map_npy(base / "frames.npy")
     problem = _frames_problem(str(base), frames.dtype, frames.shape, manifest, entry)
     if problem:
         raise DataError([problem + "; it changed after it was checked"])
-    small = {k: _load_npy(base / f"{k}.npy") for k in ("offsets", "gloss", "cat", "names")}
-    return PackedSplit(frames, **small)
+    return frames
+
+
+def open_shard(folder: Path, entry: dict, manifest: dict, *, reader: str) -> PackedSplit:
+    """One format-2 shard as a `PackedSplit` whose frames are memory-mapped (read-only, in the
+    stored dtype). Only shapes are checked: `verify_shard` checked the contents before."""
+    labels = read_shard_labels(folder, entry, reader=reader)
+    return PackedSplit(map_frames(folder, entry, manifest, reader=reader), **vars(labels))
 
 
 # --- format 1 -------------------------------------------------------------------------------
