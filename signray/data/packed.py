@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from signray.data.stats import FrameMoments, NormStats
 from signray.errors import DataError
 
 __all__ = [
@@ -115,6 +116,10 @@ class PackedSplit:
         arrays = (self.frames, self.offsets, self.gloss, self.cat, self.names)
         return int(sum(a.nbytes for a in arrays))
 
+    def norm_stats(self) -> NormStats:
+        """Per-feature statistics of every frame, in one chunked pass (no full-size copy)."""
+        return FrameMoments.of(self.frames)
+
     def clip(self, i: int) -> np.ndarray:
         """Clip ``i`` as a ``(T, D)`` view into ``frames`` (no copy)."""
         n = len(self)
@@ -197,6 +202,22 @@ class PackedParts:
     @property
     def nbytes(self) -> int:
         return int(sum(p.nbytes for p in self.parts))
+
+    def add_frames_to(self, moments: FrameMoments) -> None:
+        """Add every frame, as clips are read (after max_frames), to `moments`."""
+        for part in self.parts:
+            if self.max_frames is None or int(part.lengths.max()) <= self.max_frames:
+                moments.add(part.frames)
+            else:
+                for i in range(len(part)):
+                    clip = part.clip(i)
+                    moments.add(clip[subsample_indices(len(clip), self.max_frames)])
+
+    def norm_stats(self) -> NormStats:
+        """Per-feature statistics of every frame as clips are read (after max_frames)."""
+        moments = FrameMoments(self.feature_dim)
+        self.add_frames_to(moments)
+        return moments.stats()
 
     def clip(self, i: int) -> np.ndarray:
         """Clip ``i``: a view into its part, or a subsampled copy when longer than max_frames."""

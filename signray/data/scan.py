@@ -22,7 +22,7 @@ import numpy as np
 from signray.data.clips import ClipProblem, read_clip
 from signray.data.labels import parse_labels
 from signray.data.manifest import is_shard_dir, read_manifest
-from signray.data.packed import PackedSplit, frame_dtype, subsample_indices
+from signray.data.packed import PackedParts, PackedSplit, frame_dtype, subsample_indices
 from signray.data.shards import ShardLabels, csv_problems, load_v1_shard, open_shard, verify_shard
 from signray.data.stats import FrameMoments, NormStats
 from signray.errors import DataError
@@ -37,7 +37,7 @@ class SplitIndex:
     """A split checked completely, without its frames."""
 
     source: Path
-    kind: str  # "clips" | "shards-v1" | "shards-v2"
+    kind: str  # "clips" | "shards-v1" | "shards-v2" | "memory"
     key: str  # the npz key most clips came from
     names: np.ndarray  # (N,) str
     gloss: np.ndarray  # (N,) int64
@@ -60,6 +60,14 @@ class SplitIndex:
     def nbytes(self) -> int:
         """Bytes of the frames once in memory (what a node's object store must hold)."""
         return self.num_frames * self.feature_dim * self.dtype.itemsize
+
+    @classmethod
+    def of_split(cls, split, source: str = "<in memory>") -> SplitIndex:
+        """The index of a split already in memory (the built-in synthetic data)."""
+        return cls(
+            Path(source), "memory", "X", split.names, split.gloss, split.cat, split.lengths,
+            split.feature_dim, split.dtype, split.norm_stats(),
+        )  # fmt: skip
 
     @property
     def streamable(self) -> bool:
@@ -85,15 +93,6 @@ def check_split_args(
     if isinstance(keys, str) or not keys or not all(isinstance(k, str) for k in keys):
         problems.append(f"keys is {keys!r} (expected a non-empty sequence of npz key names)")
     return problems
-
-
-def _add_capped(moments: FrameMoments, part: PackedSplit, max_frames: int | None) -> None:
-    if max_frames is None or int(part.lengths.max()) <= max_frames:
-        moments.add(part.frames)
-        return
-    for i in range(len(part)):
-        clip = part.clip(i)
-        moments.add(clip[subsample_indices(len(clip), max_frames)])
 
 
 class _Walk:
@@ -254,7 +253,7 @@ def _walk_shards(
         w.dtypes.append(np.dtype(manifest["dtype"]) if v2 else part.frames.dtype)
         w.keys[manifest["key"]] += len(lengths)
         if w.moments is not None and not w.problems:
-            _add_capped(w.moments, part, max_frames)
+            PackedParts([part], max_frames).add_frames_to(w.moments)
         if part is not None:
             w.emit(part)
     if not w.problems:

@@ -13,9 +13,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from signray.data.packed import PackedParts, PackedSplit, Split, subsample_indices
-from signray.data.scan import walk_split
+from signray.data.scan import SplitIndex, walk_split
 
-__all__ = ["load_split", "load_split_with_key"]
+__all__ = ["load_split", "load_split_indexed"]
 
 
 def _cap_frames(split: PackedSplit, max_frames: int | None) -> PackedSplit:
@@ -50,7 +50,7 @@ def load_split(
 
     ``source`` is a folder of per-clip ``.npz`` files (``labels_csv`` required) or a packed shard
     folder holding ``manifest.json`` (labels come from the shards; a ``labels_csv`` given too must
-    agree). ``options`` (keyword-only, see `load_split_with_key`): ``keys`` are tried in order
+    agree). ``options`` (keyword-only, see `load_split_indexed`): ``keys`` are tried in order
     per file; ``num_gloss``/``num_cat`` bound the ids (``None`` only rejects negatives);
     ``max_frames`` uniformly subsamples longer clips; ``shard_indices`` loads only some shards;
     ``split`` names the split in messages.
@@ -59,10 +59,10 @@ def load_split(
     their checksums are verified, as `PackedParts` over the memory-mapped shards (no copy).
     Raises one ``DataError`` listing every problem; a gloss seen with two categories only warns.
     """
-    return load_split_with_key(source, labels_csv, **options)[0]
+    return load_split_indexed(source, labels_csv, **options)[0]
 
 
-def load_split_with_key(
+def load_split_indexed(
     source: str | os.PathLike[str],
     labels_csv: str | os.PathLike[str] | None = None,
     *,
@@ -72,14 +72,14 @@ def load_split_with_key(
     max_frames: int | None = None,
     split: str = "train",
     shard_indices: Sequence[int] | None = None,
-) -> tuple[Split, str]:
-    """`load_split`, and the npz key most clips came from."""
+) -> tuple[Split, SplitIndex]:
+    """`load_split`, and what the pass learnt on the way (key, statistics, ...)."""
     parts: list[PackedSplit] = []
     index = walk_split(
         source, labels_csv, keys=keys, num_gloss=num_gloss, num_cat=num_cat,
         max_frames=max_frames, split=split, shard_indices=shard_indices, on_part=parts.append,
     )  # fmt: skip
     if index.kind == "shards-v2":
-        return PackedParts(parts, max_frames), index.key
+        return PackedParts(parts, max_frames), index
     packed = parts[0] if len(parts) == 1 else _concatenate(parts)
-    return _cap_frames(packed, max_frames), index.key
+    return _cap_frames(packed, max_frames), index

@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Dataset
 
-from signray.data.packed import subsample_indices
+from signray.data.packed import PackedParts, subsample_indices
 from signray.data.scan import SplitIndex
-from signray.data.shards import map_frames, read_shard_labels
+from signray.data.shards import map_frames, open_shard, read_shard_labels
 from signray.errors import DataError
 
 __all__ = ["OPEN_SHARDS", "RankShards", "ShardStream", "assign_shards"]
@@ -71,6 +71,9 @@ class ShardStream:
             )  # fmt: skip
         return cls(str(index.source), index.manifest, max_frames, split)
 
+    def __len__(self) -> int:
+        return int(self.manifest["num_clips"])
+
     @property
     def feature_dim(self) -> int:
         return int(self.manifest["feature_dim"])
@@ -96,6 +99,14 @@ class ShardStream:
             f"{world_size} ranks, one shard at least each (re-pack with --num-shards "
             f">= {world_size}, or use --data-mode memory)"
         )
+
+    def open_all(self, reader: str) -> PackedParts:
+        """Every shard memory-mapped as one split (one process evaluating the whole split)."""
+        folder = Path(self.folder)
+        parts = [
+            open_shard(folder, e, self.manifest, reader=reader) for e in self.manifest["shards"]
+        ]
+        return PackedParts(parts, self.max_frames)
 
     def for_rank(self, rank: int, world_size: int) -> RankShards:
         return RankShards(self, self.assignment(world_size)[rank], f"rank {rank}/{world_size}")

@@ -1,7 +1,8 @@
 """Run the one training loop under a Ray Train `TorchTrainer`: DDP over sharded data.
 
-The driver validates and loads the data once and puts it in the object store; every worker on a
-node maps the same copy. Rank 0 attaches checkpoints; Ray keeps the best `keep_checkpoints`.
+Each worker opens the run's `TrialData` where it runs: its node's object-store copy (every worker
+on a node maps the same one) or, in stream mode, only its own shards. Rank 0 attaches
+checkpoints; Ray keeps the best `keep_checkpoints`.
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from signray.config import TrainConfig
-from signray.data import PackedSplit
 from signray.io import copy_file
 from signray.layout import CHECKPOINT_FILE, METRIC, MODE, RunFiles
 from signray.training.loop import train_loop
+from signray.tuning.datasets import TrialData
 from signray.tuning.reporters import RayReporter
 
 __all__ = ["export_checkpoints", "run_torch_trainer"]
@@ -29,7 +30,7 @@ def _train_worker(config: dict[str, Any]) -> None:
     import ray.train.torch
 
     cfg: TrainConfig = config["cfg"]
-    train, val = ray.get(config["data"])
+    data: TrialData = config["data"]
     reporter = RayReporter(
         ray.train.report,
         ray.train.get_checkpoint,
@@ -38,12 +39,12 @@ def _train_worker(config: dict[str, Any]) -> None:
         progress=config["progress"],
         fallback_resume=cfg.resume,
     )
-    train_loop(cfg, reporter, (train, val), device=ray.train.torch.get_device())
+    train_loop(cfg, reporter, data.open(), device=ray.train.torch.get_device())
 
 
 def run_torch_trainer(
     cfg: TrainConfig,
-    data: tuple[PackedSplit, PackedSplit] | list,
+    data: TrialData,
     *,
     storage_path: str | os.PathLike,
     name: str,
@@ -54,14 +55,13 @@ def run_torch_trainer(
     callbacks: list | None = None,
     progress: bool = True,
 ) -> ray.train.Result:
-    """Fit `cfg` on `cfg.ray_workers` workers; `data` may be the splits or their object refs."""
-    refs = data if isinstance(data, list) else [ray.put(split) for split in data]
+    """Fit `cfg` on `cfg.ray_workers` workers, each opening `data` where it runs."""
     resources: dict[str, float] = {"CPU": cpus_per_worker}
     if cfg.use_gpu:
         resources["GPU"] = gpus_per_worker or 1
     trainer = TorchTrainer(
         _train_worker,
-        train_loop_config={"cfg": cfg, "data": refs, "progress": progress},
+        train_loop_config={"cfg": cfg, "data": data, "progress": progress},
         scaling_config=ScalingConfig(
             num_workers=cfg.ray_workers, use_gpu=cfg.use_gpu, resources_per_worker=resources
         ),

@@ -11,6 +11,7 @@ from ray import tune
 from signray.config.search import SearchOptions
 from signray.config.search_space import SearchSpace
 from signray.layout import METRIC, MODE, ExperimentFiles
+from signray.tuning.datasets import TrialData
 from signray.tuning.searcher import build_scheduler, build_searcher, default_max_concurrent
 from signray.tuning.tracking import tracking_callbacks
 from signray.tuning.trial import TrialSetup, make_trainable
@@ -69,7 +70,7 @@ def _trial_name(trial) -> str:
 
 
 def build_tuner(
-    space: SearchSpace | None, setup: TrialSetup, data_refs: list, opts: SearchOptions
+    space: SearchSpace | None, setup: TrialSetup, data: TrialData, opts: SearchOptions
 ) -> tune.Tuner:
     """A Tuner for a search (`space` with searched fields) or one trial (`opts.single_run`)."""
     max_t = setup.base.epochs
@@ -90,19 +91,19 @@ def build_tuner(
         )
     params = list(space.params) if searching else []
     return tune.Tuner(
-        make_trainable(setup, data_refs),
+        make_trainable(setup, data),
         tune_config=tune_config,
         run_config=_run_config(setup.files, opts, params),
     )
 
 
-def restore_tuner(path: str | Path, setup: TrialSetup, data_refs: list) -> tune.Tuner:
+def restore_tuner(path: str | Path, setup: TrialSetup, data: TrialData) -> tune.Tuner:
     """Continue an interrupted experiment: finished trials are kept, unfinished ones resume
     from their latest checkpoints, errored ones resume too (they get their retries again)."""
     _quiet_tune_output()
     return tune.Tuner.restore(
         str(path),
-        trainable=make_trainable(setup, data_refs),
+        trainable=make_trainable(setup, data),
         resume_unfinished=True,
         resume_errored=True,
     )
