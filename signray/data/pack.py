@@ -135,6 +135,7 @@ def run(args: argparse.Namespace) -> None:
         args.src, args.labels, keys=keys, num_gloss=args.num_gloss, num_cat=args.num_cat,
         max_frames=args.max_frames, split=args.src.name or "input",
     )  # fmt: skip
+    shard_boundaries(index.lengths, args.num_shards)
     print(
         f"checked {len(index)} clips, {index.num_frames} frames, D = {index.feature_dim} "
         f"{index.dtype.name} ({index.nbytes / 2**20:.1f} MiB); writing {args.num_shards} shards",

@@ -102,7 +102,9 @@ def test_evaluation_runs_where_the_data_is(ray_cluster, packed, tmp_path) -> Non
         torch.manual_seed(0)
         model = cfg.build_model(64)
         path = tmp_path / f"{mode}.pt"
-        save_checkpoint(Checkpoint.for_config(cfg, 64, model=model.checkpoint_state_dict()), path)
+        state = model.checkpoint_state_dict()
+        ckpt = Checkpoint.for_config(cfg, 64, model=state, epoch=1, best_metric=0.0, best_epoch=1)
+        save_checkpoint(ckpt, path)
         metrics = evaluate_remotely(data, path, tmp_path / mode)
         assert metrics["count"] == 8
         assert json.loads((tmp_path / mode / "metrics.json").read_text())["count"] == 8
