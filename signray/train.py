@@ -81,8 +81,8 @@ def evaluate_checkpoint(path: Path, val: Split, batch_size: int) -> dict[str, fl
 
 def _run_ray(cfg: TrainConfig, summary, args) -> LoopResult:
     from signray.tuning.cluster import init_ray
-    from signray.tuning.datasets import prepare_trial_data
     from signray.tuning.launcher import export_checkpoints, run_torch_trainer
+    from signray.tuning.trial_data import prepare_trial_data
 
     init_ray(args.address, dashboard_host=args.dashboard_host, dashboard_port=args.dashboard_port)
     data = prepare_trial_data(cfg, summary)

@@ -8,7 +8,6 @@ user fixes a dataset in one pass instead of one crash per epoch.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 
 import numpy as np
 
@@ -50,7 +49,7 @@ def load_split(
 
     ``source`` is a folder of per-clip ``.npz`` files (``labels_csv`` required) or a packed shard
     folder holding ``manifest.json`` (labels come from the shards; a ``labels_csv`` given too must
-    agree). ``options`` (keyword-only, see `load_split_indexed`): ``keys`` are tried in order
+    agree). ``options`` (keyword-only, as `walk_split`'s): ``keys`` are tried in order
     per file; ``num_gloss``/``num_cat`` bound the ids (``None`` only rejects negatives);
     ``max_frames`` uniformly subsamples longer clips; ``shard_indices`` loads only some shards;
     ``split`` names the split in messages.
@@ -63,22 +62,12 @@ def load_split(
 
 
 def load_split_indexed(
-    source: str | os.PathLike[str],
-    labels_csv: str | os.PathLike[str] | None = None,
-    *,
-    keys: Sequence[str] = ("X",),
-    num_gloss: int | None,
-    num_cat: int | None,
-    max_frames: int | None = None,
-    split: str = "train",
-    shard_indices: Sequence[int] | None = None,
+    source: str | os.PathLike[str], labels_csv: str | os.PathLike[str] | None = None, **options
 ) -> tuple[Split, SplitIndex]:
     """`load_split`, and what the pass learnt on the way (key, statistics, ...)."""
     parts: list[PackedSplit] = []
-    index = walk_split(
-        source, labels_csv, keys=keys, num_gloss=num_gloss, num_cat=num_cat,
-        max_frames=max_frames, split=split, shard_indices=shard_indices, on_part=parts.append,
-    )  # fmt: skip
+    index = walk_split(source, labels_csv, on_part=parts.append, **options)
+    max_frames = options.get("max_frames")
     if index.kind == "shards-v2":
         return PackedParts(parts, max_frames), index
     packed = parts[0] if len(parts) == 1 else _concatenate(parts)

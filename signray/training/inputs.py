@@ -2,7 +2,7 @@
 
 `load_inputs` gives a single process its data (no Ray). `check_inputs` is the Ray driver's
 check: both splits completely, in bounded memory, keeping no frames; the data is then loaded by
-the nodes that use it (`signray.tuning.datasets`). Either way the training split's
+the nodes that use it (`signray.tuning.trial_data`). Either way the training split's
 normalisation statistics are computed once (or read from the manifest) and travel with the data.
 """
 
@@ -168,6 +168,11 @@ def check_inputs(cfg: TrainConfig) -> InputsSummary:
     """Check both splits completely in bounded memory, keeping no frames; raises one error
     with every problem, including a ``data_mode`` the data cannot serve."""
     if cfg.smoke_test:
+        if cfg.data_mode == "stream":
+            raise ConfigError(
+                ["`--data-mode stream` reads format-2 shard folders, but --smoke-test data is "
+                 "built in memory (use --data-mode memory or auto)"]
+            )  # fmt: skip
         train, val = (SplitIndex.of_split(split) for split, _ in _both(cfg, None))
         return InputsSummary(train, val)
     results = _both(

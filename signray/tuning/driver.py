@@ -16,10 +16,10 @@ from signray.errors import ConfigError
 from signray.layout import Status
 from signray.training.inputs import check_inputs
 from signray.tuning.cluster import init_ray
-from signray.tuning.datasets import evaluate_remotely, prepare_trial_data
 from signray.tuning.plan import TunePlan
 from signray.tuning.results import format_summary, quiet_missing_results, write_outputs
 from signray.tuning.trial import TrialSetup
+from signray.tuning.trial_data import evaluate_remotely, prepare_trial_data
 from signray.tuning.tuner import build_tuner, restore_tuner
 
 __all__ = ["run_search"]

@@ -20,8 +20,8 @@ from signray.config import TrainConfig
 from signray.io import copy_file
 from signray.layout import CHECKPOINT_FILE, METRIC, MODE, RunFiles
 from signray.training.loop import train_loop
-from signray.tuning.datasets import TrialData
 from signray.tuning.reporters import RayReporter
+from signray.tuning.trial_data import TrialData
 
 __all__ = ["export_checkpoints", "run_torch_trainer"]
 

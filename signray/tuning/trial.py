@@ -11,7 +11,7 @@
   run name, so Ray Train restores it from its latest checkpoint.
 
 Data never passes through the driver: trials receive a small `TrialData` and open it where they
-run (`signray.tuning.datasets`): their node's object-store copy, shared zero-copy by every trial
+run (`signray.tuning.trial_data`): their node's object-store copy, shared zero-copy by every trial
 on the node, or, in stream mode, each rank's own shards.
 
 A sampled config that cannot be built fails its trial with the config's own error message; the
@@ -37,8 +37,8 @@ from signray.config import TrainConfig, resolve_config
 from signray.io import write_text
 from signray.layout import ExperimentFiles
 from signray.training.loop import train_loop
-from signray.tuning.datasets import TrialData
 from signray.tuning.reporters import RayReporter
+from signray.tuning.trial_data import TrialData
 
 __all__ = ["TrialSetup", "make_trainable", "trial_config"]
 # A multi-worker trial's own process only waits on `TorchTrainer.fit()`; it reserves no CPU (its

@@ -11,10 +11,10 @@ from ray import tune
 from signray.config.search import SearchOptions
 from signray.config.search_space import SearchSpace
 from signray.layout import METRIC, MODE, ExperimentFiles
-from signray.tuning.datasets import TrialData
 from signray.tuning.searcher import build_scheduler, build_searcher, default_max_concurrent
 from signray.tuning.tracking import tracking_callbacks
 from signray.tuning.trial import TrialSetup, make_trainable
+from signray.tuning.trial_data import TrialData
 
 __all__ = ["build_tuner", "restore_tuner"]
 

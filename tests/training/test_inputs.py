@@ -79,6 +79,8 @@ def test_stream_mode_needs_format_2_shards_for_every_worker(datasets, tmp_path) 
     with pytest.raises(ConfigError, match="has 3 shard\\(s\\) but training streams it on 4 ranks"):
         check_inputs(_cfg(datasets["shards"], tmp_path, data_mode="stream", ray_workers=4,
                           batch_size=8))  # fmt: skip
+    with pytest.raises(ConfigError, match="--smoke-test data is built in memory"):
+        check_inputs(resolve_config({"smoke_test": True, "data_mode": "stream"}))
     with pytest.raises(ConfigError, match="`data_mode` must be one of auto, memory, stream"):
         _cfg(datasets["shards"], tmp_path, data_mode="disk")
 

@@ -54,7 +54,7 @@ def _opened(data):
 def test_memory_mode_holds_one_copy_per_node(ray_cluster, packed) -> None:
     import ray
 
-    from signray.tuning.datasets import prepare_trial_data
+    from signray.tuning.trial_data import prepare_trial_data
 
     cfg = _cfg(packed, data_mode="memory")
     data = prepare_trial_data(cfg, check_inputs(cfg))
@@ -69,7 +69,7 @@ def test_memory_mode_holds_one_copy_per_node(ray_cluster, packed) -> None:
 
 
 def test_stream_mode_sends_only_the_manifests(ray_cluster, packed) -> None:
-    from signray.tuning.datasets import prepare_trial_data
+    from signray.tuning.trial_data import prepare_trial_data
 
     cfg = _cfg(packed, data_mode="stream")
     data = prepare_trial_data(cfg, check_inputs(cfg))
@@ -78,7 +78,7 @@ def test_stream_mode_sends_only_the_manifests(ray_cluster, packed) -> None:
 
 
 def test_holders_report_files_changed_after_the_check(ray_cluster, tmp_path) -> None:
-    from signray.tuning.datasets import prepare_trial_data
+    from signray.tuning.trial_data import prepare_trial_data
 
     root = write_dataset(tmp_path, **SPEC)  # per-clip files
     cfg = _cfg(root, labels_train_csv=str(root / "train_labels.csv"),
@@ -94,7 +94,7 @@ def test_evaluation_runs_where_the_data_is(ray_cluster, packed, tmp_path) -> Non
     import torch
 
     from signray.training.checkpoint import Checkpoint, save_checkpoint
-    from signray.tuning.datasets import evaluate_remotely, prepare_trial_data
+    from signray.tuning.trial_data import evaluate_remotely, prepare_trial_data
 
     for mode in ("memory", "stream"):
         cfg = dataclasses.replace(_cfg(packed, data_mode=mode), output_dir=str(tmp_path))
