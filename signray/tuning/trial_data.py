@@ -28,7 +28,7 @@ from signray.config import TrainConfig
 from signray.data import NormStats, PackedParts
 from signray.data.scan import iter_parts
 from signray.data.streaming import ShardStream
-from signray.errors import SignrayError
+from signray.errors import ConfigError, SignrayError
 from signray.training.inputs import (
     InputsSummary,
     TrainingData,
@@ -87,8 +87,15 @@ class TrialData:
         if self.streams is not None:
             return TrainingData(*self.streams, self.norm)
         node = ray.get_runtime_context().get_node_id()
-        holder = self.holders.get(node) or next(iter(self.holders.values()))
-        refs = ray.get(holder.refs.remote())
+        # This node's copy first; a node that joined later (or lost its holder) reads another's.
+        order = sorted(self.holders, key=lambda n: n != node)
+        for i, holder_node in enumerate(order):
+            try:
+                refs = ray.get(self.holders[holder_node].refs.remote())
+                break
+            except ray.exceptions.RayActorError:
+                if i == len(order) - 1:
+                    raise
         train, val = (PackedParts(ray.get(refs[name]), self.max_frames) for name in SPLITS)
         return TrainingData(train, val, self.norm)
 
@@ -111,6 +118,8 @@ def _raise_cause(err: ray.exceptions.RayTaskError) -> None:
 def prepare_trial_data(cfg: TrainConfig, summary: InputsSummary) -> TrialData:
     """Choose the data mode for this cluster and make the data reachable from every node."""
     nodes = _trial_nodes()
+    if not nodes:
+        raise ConfigError(["the Ray cluster has no node with CPUs or GPUs to train on"])
     capacity = min(int(n["Resources"].get("object_store_memory", 0)) for n in nodes)
     mode, why = choose_data_mode(cfg, summary, capacity)
     print(f"data: {mode} mode ({why})", flush=True)
