@@ -122,7 +122,7 @@ def train_loop(
 
     model = cfg.build_model(data.feature_dim).to(device)
     norm = data.normalisation()
-    model.input_norm.set_stats(norm.mean, norm.std)  # the checkpoint's replace them on resume
+    model.input_norm.set_stats(norm.mean, norm.std)  # a resumed checkpoint's replace these
     optimizer = build_optimizer(cfg, model)
     scheduler = build_scheduler(cfg, optimizer)
     scaler = torch.amp.GradScaler("cuda") if cfg.amp and device.type == "cuda" else None
