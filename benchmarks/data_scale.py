@@ -98,6 +98,7 @@ def _today_data(spec: dict[str, int], tree: Path) -> Path:
     for split in ("train", "val"):
         out = root / f"features_{split}"
         shutil.rmtree(out, ignore_errors=True)
+        clip_count = len((clips / f"{split}_labels.csv").read_text().splitlines()) - 1
         subprocess.run(
             [
                 sys.executable,
@@ -110,14 +111,17 @@ def _today_data(spec: dict[str, int], tree: Path) -> Path:
                 "--output-dir",
                 str(out),
                 "--num-shards",
-                str(NUM_SHARDS),
+                str(min(NUM_SHARDS, clip_count)),
                 "--key",
                 "X2048",
             ],
             check=True,
             env=env,
+            cwd=tree,  # `python -m` puts the working folder first on sys.path
             capture_output=True,
         )
+        if json.loads((out / "manifest.json").read_text())["format_version"] != 1:
+            raise RuntimeError(f"{out} was not packed by the baseline {tree}")
     shutil.rmtree(clips)  # the per-clip files were only the packer's input
     (root / "complete").write_text("ok\n")
     return root
@@ -205,7 +209,8 @@ def _run(
     with log.open("a") as out:
         out.write(f"\n=== {contestant} {root}\n")
         out.flush()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=env)
+        # cwd: `python -m` puts the working folder first on sys.path, before PYTHONPATH.
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=tree, env=env)
         driver = _PeakRss(proc.pid)
         nodes = {k: TreeMemoryPoller(pid, interval_s=0.25) for k, pid in raylets.items()}
         for poller in nodes.values():
