@@ -32,6 +32,7 @@ __all__ = [
     "input_paths",
     "load_inputs",
     "load_split_for",
+    "smoke_spec",
     "stream_inputs",
 ]
 
@@ -135,13 +136,16 @@ def load_split_for(
     return load_split(source, labels_csv, **_split_options(cfg, split))
 
 
+def smoke_spec(cfg: TrainConfig) -> dict:
+    """The `synthetic_splits` arguments of `cfg`'s built-in smoke-test data."""
+    return dict(kind=cfg.spec.input_kind, num_gloss=cfg.num_gloss, num_cat=cfg.num_cat,
+                seed=cfg.seed, difficulty="easy", **SMOKE_DATA)  # fmt: skip
+
+
 def _both(cfg: TrainConfig, read) -> list:
     """`read(source, csv, split)` for train and val; every problem of either split at once."""
     if cfg.smoke_test:
-        synthetic = synthetic_splits(kind=cfg.spec.input_kind, num_gloss=cfg.num_gloss,
-                                     num_cat=cfg.num_cat, seed=cfg.seed, difficulty="easy",
-                                     **SMOKE_DATA)  # fmt: skip
-        return [(split, None) for split in synthetic]
+        return [(split, None) for split in synthetic_splits(**smoke_spec(cfg))]
     problems = _check_paths(cfg)
     if problems:
         raise ConfigError(problems)

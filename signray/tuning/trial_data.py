@@ -2,7 +2,8 @@
 
 The driver only checks the data (`check_inputs`, bounded memory) and picks a mode:
 
-- **memory**: one `SplitHolder` actor per node that can run trial workers, pinned to its node,
+- **memory**: one `SplitHolder` actor (`signray.tuning.holder`) per node that can run trial
+  workers, pinned to its node,
   reads the splits from the files in bounded parts and ``ray.put``s each part. The holder owns
   the parts, so they live as long as it does (the driver's handle keeps it alive; a plain task's
   objects would die with the task). A trial or DDP rank finds its node's holder by node id and
@@ -26,7 +27,6 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from signray.analysis.evaluation import evaluate_to_dir
 from signray.config import TrainConfig
 from signray.data import NormStats, PackedParts
-from signray.data.scan import iter_parts
 from signray.data.streaming import ShardStream
 from signray.errors import ConfigError, SignrayError
 from signray.training.inputs import (
@@ -34,42 +34,12 @@ from signray.training.inputs import (
     TrainingData,
     choose_data_mode,
     input_paths,
-    load_inputs,
+    smoke_spec,
     stream_inputs,
 )
+from signray.tuning.holder import SPLITS, SplitHolder
 
-__all__ = ["SplitHolder", "TrialData", "evaluate_remotely", "prepare_trial_data"]
-
-# A per-clip folder is read and put in parts of about this size (bounded memory in the holder).
-HOLDER_PART_BYTES = 1 << 27
-SPLITS = ("train", "val")
-
-
-@ray.remote(num_cpus=0)
-class SplitHolder:
-    """One node's copy of the data in its object store, owned by this actor."""
-
-    def __init__(self) -> None:
-        self._refs: dict[str, list[ray.ObjectRef]] = {}
-
-    def load(self, cfg: TrainConfig, summary: InputsSummary) -> int:
-        """Read both splits part by part into the object store; returns the bytes put."""
-        if summary.train.kind == "memory":  # the built-in synthetic data: made here
-            data = load_inputs(cfg)
-            self._refs = {"train": [ray.put(data.train)], "val": [ray.put(data.val)]}
-            return data.train.nbytes + data.val.nbytes
-        keys = input_paths(cfg)[2]
-        total = 0
-        for name, index in zip(SPLITS, (summary.train, summary.val), strict=True):
-            self._refs[name] = []
-            for part in iter_parts(index, keys=keys, max_frames=cfg.max_frames,
-                                   part_bytes=HOLDER_PART_BYTES, reader="holder"):  # fmt: skip
-                self._refs[name].append(ray.put(part))
-                total += part.nbytes
-        return total
-
-    def refs(self) -> dict[str, list[ray.ObjectRef]]:
-        return self._refs
+__all__ = ["TrialData", "evaluate_remotely", "prepare_trial_data"]
 
 
 @dataclass(frozen=True)
@@ -133,8 +103,10 @@ def prepare_trial_data(cfg: TrainConfig, summary: InputsSummary) -> TrialData:
         ).remote()
         for n in nodes
     }
+    synthetic = smoke_spec(cfg) if cfg.smoke_test else None
+    args = ((summary.train, summary.val), input_paths(cfg)[2], cfg.max_frames, synthetic)
     try:
-        sizes = ray.get([h.load.remote(cfg, summary) for h in holders.values()])
+        sizes = ray.get([h.load.remote(*args) for h in holders.values()])
     except ray.exceptions.RayTaskError as err:
         _raise_cause(err)
     print(

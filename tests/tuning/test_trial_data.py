@@ -66,6 +66,16 @@ def test_memory_mode_holds_one_copy_per_node(ray_cluster, packed) -> None:
     local = load_split(packed / "features_train", keys=("X2048",), num_gloss=4, num_cat=2)
     assert np.array_equal(np.asarray(clip, dtype=np.float16), local.clip(3))
     assert np.array_equal(data.norm.mean, check_inputs(cfg).train.norm.mean)
+    # The process that keeps the copy alive loaded no torch (it would cost ~0.5 GB per node).
+    from ray.util.state import list_actors
+    from rayhelpers import state_address
+
+    alive = [("class_name", "=", "SplitHolder"), ("state", "=", "ALIVE")]
+    holders = list_actors(address=state_address(ray), filters=alive)
+    assert holders
+    for actor in holders:
+        maps = Path(f"/proc/{actor.pid}/maps").read_text()
+        assert "libtorch" not in maps and "numpy" in maps
 
 
 def test_stream_mode_sends_only_the_manifests(ray_cluster, packed) -> None:
