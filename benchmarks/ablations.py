@@ -11,7 +11,9 @@ ratio to the first variant:
 - precision:  fp32 vs `torch.set_float32_matmul_precision("medium")` vs bf16 autocast (--amp);
 - threads:    1 vs 2 torch threads for one process (on 2 cores; sensitive to other load);
 - compile:    eager vs `torch.compile(dynamic=True)` (compile time reported separately);
-- eval:       `evaluate` under `torch.no_grad` (kept) vs `torch.inference_mode` (reverted).
+- eval:       `evaluate` under `torch.no_grad` (kept) vs `torch.inference_mode` (reverted);
+- collate:    iv3_gru on float16 frames (kept in their stored dtype) collated by NumPy's cast
+              (before) vs torch's (kept), and on frames cast to float32 at load (the old path).
 
     python -m benchmarks.ablations [NAME ...] [--reps 3] [--steps 16] [--threads 1] [--tiny]
 """
@@ -23,6 +25,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 
 from benchmarks._common import base_parser, target, write_result
@@ -159,6 +162,38 @@ class _Eval:
         return int(self.loader.dataset.split.num_frames), time.perf_counter() - tic
 
 
+def _numpy_collate(items):
+    """The collate before: NumPy casts each float16 clip into the float32 batch."""
+    from signray.data.loader import Batch
+
+    lengths = torch.tensor([clip.shape[0] for clip, _, _ in items], dtype=torch.int64)
+    x = np.zeros((len(items), int(lengths.max()), items[0][0].shape[1]), dtype=np.float32)
+    for row, (clip, _, _) in enumerate(items):
+        x[row, : clip.shape[0]] = clip
+    ids = [torch.tensor([item[k] for item in items], dtype=torch.int64) for k in (1, 2)]
+    return Batch(torch.from_numpy(x), lengths, *ids)
+
+
+def _collate(ctx) -> dict[str, Variant]:
+    from torch.utils.data import DataLoader
+
+    from signray.data import PackedSplit
+    from signray.data.loader import ClipDataset
+
+    half = ctx.split("iv3_gru")
+    assert half.frames.dtype == np.float16, half.frames.dtype
+    single = PackedSplit(half.frames.astype(np.float32), half.offsets, half.gloss, half.cat,
+                         half.names)  # fmt: skip
+    before = Variant(ctx.cfg("iv3_gru"), half, ctx.steps)
+    sampler = before.loader.batch_sampler
+    before.loader = DataLoader(ClipDataset(half), batch_sampler=sampler, collate_fn=_numpy_collate)
+    return {
+        "fp16_numpy_cast": before,
+        "fp16_torch_cast": Variant(ctx.cfg("iv3_gru"), half, ctx.steps),
+        "fp32_in_memory": Variant(ctx.cfg("iv3_gru"), single, ctx.steps),
+    }
+
+
 def _eval(ctx) -> dict[str, _Eval]:
     return {
         "no_grad": _Eval(ctx, torch.no_grad),
@@ -175,6 +210,7 @@ ABLATIONS: dict[str, Callable] = {
     "threads": _threads,
     "compile": _compile,
     "eval": _eval,
+    "collate": _collate,
 }
 DEFAULT = ["gru_dense", "adamw", "chunk", "bucket", "precision", "eval"]
 

@@ -73,13 +73,23 @@ def bf16_supported() -> bool:
     )
 
 
-def bench_dataset(spec: dict[str, int], seed: int = 0, features: bool = True) -> Path:
-    """The per-clip dataset for `spec`, written once under CACHE_DIR and reused."""
+def bench_dataset(
+    spec: dict[str, int],
+    seed: int = 0,
+    features: bool = True,
+    *,
+    keypoints: bool = True,
+    num_shards: int | None = None,
+) -> Path:
+    """The dataset for `spec` (per-clip files, or format-2 shards with `num_shards`), written
+    once under CACHE_DIR and reused."""
     name = "fsl-" + "-".join(f"{v}" for v in spec.values()) + f"-s{seed}"
-    root = CACHE_DIR / (name if features else name + "-kp")
+    name += ("" if features else "-kp") + ("" if keypoints else "-nokp")
+    root = CACHE_DIR / (name + (f"-shards{num_shards}" if num_shards else ""))
     stamp = root / "complete"
     if not stamp.is_file():
-        write_dataset(root, seed=seed, difficulty="medium", features=features, **spec)
+        write_dataset(root, seed=seed, difficulty="medium", features=features,
+                      keypoints=keypoints, num_shards=num_shards, **spec)  # fmt: skip
         stamp.write_text("ok\n")
     return root
 

@@ -12,12 +12,12 @@ from signray.cli import add_cluster_flags, add_dataclass_flags, command, command
 from signray.config import TrainConfig, save_config
 from signray.config.flags import add_config_flags, config_from_args
 from signray.config.search import SearchOptions
-from signray.data import PackedSplit, build_loader
+from signray.data import Split, build_loader
 from signray.errors import ConfigError
 from signray.layout import RunFiles
 from signray.storage import Location, RemotePath, absolute, as_location, writable_problem
 from signray.training.checkpoint import load_checkpoint, model_from_checkpoint
-from signray.training.inputs import load_inputs
+from signray.training.inputs import check_inputs, load_inputs
 from signray.training.loop import LoopResult, resume_problems, train_loop
 from signray.training.reporters import FileReporter, batch_progress
 from signray.training.steps import LossWeights, evaluate
@@ -82,7 +82,7 @@ def check_output_dir(cfg: TrainConfig, *, overwrite: bool) -> None:
         raise ConfigError([f"`output_dir` {out} is not writable: {err.strerror}"]) from None
 
 
-def evaluate_checkpoint(path: Location, val: PackedSplit, batch_size: int) -> dict[str, float]:
+def evaluate_checkpoint(path: Location, val: Split, batch_size: int) -> dict[str, float]:
     """Reload a saved checkpoint and evaluate it on the whole split in this process."""
     model, cfg, _ = model_from_checkpoint(path)
     loader = build_loader(val, batch_size=batch_size, train=False)
@@ -90,11 +90,13 @@ def evaluate_checkpoint(path: Location, val: PackedSplit, batch_size: int) -> di
     return evaluate(model, loader, device=next(model.parameters()).device, weights=weights)
 
 
-def _run_ray(cfg: TrainConfig, data, args) -> LoopResult:
+def _run_ray(cfg: TrainConfig, summary, args) -> LoopResult:
     from signray.tuning.cluster import init_ray
     from signray.tuning.launcher import export_checkpoints, run_torch_trainer
+    from signray.tuning.trial_data import prepare_trial_data
 
     init_ray(args.address, dashboard_host=args.dashboard_host, dashboard_port=args.dashboard_port)
+    data = prepare_trial_data(cfg, summary)
     name = f"train-{cfg.model}-{time.strftime('%Y%m%d-%H%M%S')}"
     result = run_torch_trainer(
         cfg,
@@ -132,17 +134,18 @@ def train(cfg: TrainConfig, args: argparse.Namespace) -> LoopResult:
         from signray.tuning.address import prepare_target
 
         prepare_target(args.address)  # the cluster answers and accepts us, before Ray starts
-    data = load_inputs(cfg)  # every data problem surfaces here, before any Ray start
+    # Every data problem surfaces here, before any Ray start. Under Ray the data is only
+    # checked here and read on the nodes that train; in this process it is loaded.
+    data = check_inputs(cfg) if cfg.ray_workers > 1 else load_inputs(cfg)
     if cfg.resume is not None:  # before anything in output_dir is replaced
         where = f"`--resume` {cfg.resume}"
-        problems = resume_problems(load_checkpoint(cfg.resume), cfg, data[0].feature_dim, where)
+        problems = resume_problems(load_checkpoint(cfg.resume), cfg, data.train.feature_dim, where)
         if problems:
             raise ConfigError(problems)
     save_config(cfg, files.config)
-    train, val = data
     print(
-        f"signray.train: model {cfg.model}, {len(train)} train / {len(val)} val clips, "
-        f"D={train.feature_dim}, {cfg.epochs} epochs, output {cfg.output_dir}",
+        f"signray.train: model {cfg.model}, {len(data.train)} train / {len(data.val)} val "
+        f"clips, D={data.train.feature_dim}, {cfg.epochs} epochs, output {cfg.output_dir}",
         flush=True,
     )
     if cfg.ray_workers > 1:
@@ -178,8 +181,7 @@ def run(args: argparse.Namespace) -> None:
 
         print(f"learning curve: {plot_learning_curve(log, files.learning_curve)}", flush=True)
     if cfg.smoke_test:
-        _, val = load_inputs(cfg)
-        reloaded = evaluate_checkpoint(files.best, val, cfg.batch_size)
+        reloaded = evaluate_checkpoint(files.best, load_inputs(cfg).val, cfg.batch_size)
         print(
             f"smoke test: reloaded {files.best.name}: val_gloss_acc "
             f"{reloaded['val_gloss_acc']:.4f}",

@@ -88,7 +88,7 @@ def tiny_run(tmp_path_factory):
         best=reporter.best_path,
         log=reporter.log_path,
         cfg=cfg,
-        val=data[1],
+        val=data.val,
     )
 
 

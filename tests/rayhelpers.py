@@ -11,16 +11,22 @@ import importlib
 import ipaddress
 import json
 import os
+import queue
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from signray.tuning.address import LOOPBACK_ENV
+
 ROOT = Path(__file__).resolve().parents[1]
 TUNE = [sys.executable, "-m", "signray.tune"]
+NODE_SCRIPT = ROOT / "tests" / "integration" / "cluster_node.py"
 
 
 def get_psutil():
@@ -169,3 +175,82 @@ def wait_until(
                 + (f":\n{driver.tail()}" if driver else "")
             )
         time.sleep(every)
+
+
+class TwoNodes:
+    """Drives cluster_node.py: a head and a worker node in their own RAY_TMPDIR."""
+
+    def __init__(self, *args: str, env: dict | None = None) -> None:
+        # Short: Ray's unix sockets live below it and their paths are limited to 107 bytes.
+        self.tmp = Path(tempfile.mkdtemp(prefix="srmn-", dir="/tmp"))
+        self.env = {"RAY_TMPDIR": str(self.tmp), LOOPBACK_ENV: "0", **(env or {})}
+        self.log = (self.tmp / "cluster.log").open("w")
+        self.proc = subprocess.Popen(
+            [sys.executable, str(NODE_SCRIPT), *args],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            text=True,
+            env={**os.environ, **self.env},
+        )
+        self._messages: queue.Queue = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+        self.info = self._next(timeout=180)
+        self.address, self.head, self.worker = (self.info[k] for k in ("address", "head", "worker"))
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            if line.startswith("@@"):
+                self._messages.put(json.loads(line[2:]))
+        self._messages.put(None)
+
+    def _next(self, timeout: float) -> dict:
+        try:
+            message = self._messages.get(timeout=timeout)
+        except queue.Empty:
+            message = None
+        if message is None:
+            self.log.flush()
+            pytest.fail(
+                "the test cluster stopped answering:\n"
+                + (self.tmp / "cluster.log").read_text()[-3000:]
+            )
+        return message
+
+    def ask(self, command: str, timeout: float = 120) -> dict:
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        return self._next(timeout)
+
+    def own_processes(self) -> list:
+        """Live processes started for this cluster (they inherited its RAY_TMPDIR)."""
+        psutil = get_psutil()
+        found = []
+        for p in psutil.process_iter():
+            try:
+                if p.pid != self.proc.pid and p.environ().get("RAY_TMPDIR") == str(self.tmp):
+                    found.append(p)
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                continue
+        return found
+
+    def shutdown(self) -> list[str]:
+        """Stop the cluster; returns the processes that outlived it (then killed)."""
+        try:
+            if self.proc.poll() is None:
+                self.ask("quit", timeout=120)
+                self.proc.wait(timeout=60)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+        deadline = time.time() + 30
+        while (left := self.own_processes()) and time.time() < deadline:
+            time.sleep(1)
+        names = []
+        for p in left:
+            names.append(" ".join(p.cmdline())[:120])
+            p.kill()
+        self.log.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        return names

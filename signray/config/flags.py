@@ -14,7 +14,7 @@ from typing import Any
 from signray.cli import add_dataclass_flags, given_values
 from signray.config.files import load_config_file
 from signray.config.search import SEARCHERS, TRIAL_SCHEDULERS, SearchOptions
-from signray.config.train import TrainConfig, config_keys, resolve_config
+from signray.config.train import DATA_MODES, TrainConfig, config_keys, resolve_config
 from signray.models import get_model_spec, list_models
 
 __all__ = [
@@ -41,6 +41,7 @@ def add_config_flags(parser: argparse.ArgumentParser, *, exclude: Iterable[str] 
     add_dataclass_flags(
         parser.add_argument_group("training"),
         TrainConfig,
+        choices={"data_mode": DATA_MODES},
         exclude=exclude | {"arch"},
     )
     arch = parser.add_argument_group("model architecture (fields of the chosen --model)")

@@ -18,6 +18,7 @@ from signray.fields import coerce, field_types, option
 from signray.models import arch_fields, build_model, get_model_spec, list_models, make_arch
 
 __all__ = [
+    "DATA_MODES",
     "SCHEDULERS",
     "TRAIN_FIELDS",
     "TrainConfig",
@@ -27,6 +28,7 @@ __all__ = [
 ]
 
 SCHEDULERS = ("plateau", "cosine", "none")
+DATA_MODES = ("auto", "memory", "stream")
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,12 @@ class TrainConfig:
     num_cat: int = option(10, "number of categories: category ids must be < this")
     max_frames: int | None = option(None, "uniformly subsample clips longer than this many frames")
     bucket: bool = option(True, "batch clips of similar length together (less padding)")
+    data_mode: str = option(
+        "auto",
+        "memory: each node holds one copy of the data, shared by its trials, shuffled globally; "
+        "stream: each DDP rank memory-maps only its own format-2 shards (shared storage), "
+        "shuffled shard by shard; auto: memory if it fits half the smallest object store",
+    )
     # optimisation
     epochs: int = option(30, "epochs to train (in total, when resuming)")
     batch_size: int = option(32, "global batch size (split across Ray workers)")
@@ -161,6 +169,11 @@ class TrainConfig:
                 f"epochs={self.epochs}",
                 "warmup_epochs",
                 "epochs",
+            )
+        if self.data_mode not in DATA_MODES:
+            add(
+                f"`data_mode` must be one of {', '.join(DATA_MODES)}, but got {self.data_mode!r}",
+                "data_mode",
             )
         if self.prefetch_factor is not None and self.num_workers == 0:
             add(

@@ -1,4 +1,5 @@
-"""Data layer: validated loading into packed splits, shards, samplers, loaders, synthetic data.
+"""Data layer: validated loading into packed splits, shards (format 2: memory-mappable, with a
+checksummed manifest), streaming per rank, samplers, loaders, synthetic data.
 
 Nothing here imports Ray, so it runs and is tested without a cluster.
 """
@@ -8,15 +9,18 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from signray.data.clips import read_clip, subsample_indices
+from signray.data.clips import read_clip
 from signray.data.labels import LabelRow, read_labels
-from signray.data.packed import PackedSplit
+from signray.data.packed import PackedParts, PackedSplit, Split, subsample_indices
+from signray.data.scan import SplitIndex, scan_split
 from signray.data.splits import load_split
+from signray.data.stats import NormStats
 
 if TYPE_CHECKING:
     from signray.data.loader import Batch, ClipDataset, build_loader, collate_padded
     from signray.data.pack import pack_split
-    from signray.data.samplers import BucketBatchSampler
+    from signray.data.samplers import BucketBatchSampler, ShardBatchSampler
+    from signray.data.streaming import ShardStream
     from signray.data.synth import write_dataset
     from signray.data.synth_generator import DIFFICULTIES, synthetic_splits
 
@@ -26,13 +30,20 @@ __all__ = [
     "BucketBatchSampler",
     "ClipDataset",
     "LabelRow",
+    "NormStats",
+    "PackedParts",
     "PackedSplit",
+    "ShardBatchSampler",
+    "ShardStream",
+    "Split",
+    "SplitIndex",
     "build_loader",
     "collate_padded",
     "load_split",
     "pack_split",
     "read_clip",
     "read_labels",
+    "scan_split",
     "subsample_indices",
     "synthetic_splits",
     "write_dataset",
@@ -45,6 +56,8 @@ _LAZY = {
     "build_loader": "signray.data.loader",
     "collate_padded": "signray.data.loader",
     "BucketBatchSampler": "signray.data.samplers",
+    "ShardBatchSampler": "signray.data.samplers",
+    "ShardStream": "signray.data.streaming",
     "pack_split": "signray.data.pack",
     "DIFFICULTIES": "signray.data.synth_generator",
     "synthetic_splits": "signray.data.synth_generator",

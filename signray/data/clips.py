@@ -9,25 +9,16 @@ from __future__ import annotations
 import io
 import zipfile
 import zlib
-from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
 
-from signray.data.labels import LabelRow, parse_labels
-from signray.data.packed import PackedSplit
+from signray.data.packed import subsample_indices
 from signray.storage import Location, explain_error
 
-__all__ = ["ClipProblem", "load_clip_folder", "read_clip", "subsample_indices"]
+__all__ = ["READ_ERRORS", "ClipProblem", "read_clip"]
 
 READ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
-
-
-def subsample_indices(length: int, max_frames: int) -> np.ndarray:
-    """Uniform temporal subsampling indices so a clip has at most ``max_frames`` frames."""
-    if length <= max_frames:
-        return np.arange(length, dtype=np.int64)
-    return np.linspace(0, length - 1, max_frames).round().astype(np.int64)
 
 
 class ClipProblem(Exception):
@@ -103,60 +94,3 @@ def read_clip(
     if max_frames is not None and t > max_frames:
         arr = arr[subsample_indices(t, max_frames)]
     return arr, key
-
-
-def load_clip_folder(
-    folder: Location,
-    labels_csv: Location | None,
-    keys: Sequence[str],
-    num_gloss: int | None,
-    num_cat: int | None,
-    max_frames: int | None,
-) -> tuple[PackedSplit | None, list[str], list[str], Counter[str]]:
-    problems: list[str] = []
-    if labels_csv is None:
-        problems.append(
-            f"{folder}: is a folder of per-clip .npz files (no manifest.json), so labels_csv "
-            "is required"
-        )
-        return None, problems, [], Counter()
-    rows, csv_problems, notes = parse_labels(labels_csv, num_gloss, num_cat)
-    problems.extend(csv_problems)
-    if not folder.is_dir():
-        what = "does not exist" if not folder.exists() else "is not a folder"
-        problems.append(f"data folder {folder} {what} (expected a folder of .npz clips)")
-        return None, problems, notes, Counter()
-
-    clips: list[np.ndarray] = []
-    kept: list[LabelRow] = []
-    key_counts: Counter[str] = Counter()
-    dims: list[tuple[int, Location]] = []
-    for row in rows:
-        path = folder / f"{row.name}.npz"
-        try:
-            arr, key = read_clip(path, keys, max_frames)
-        except ClipProblem as exc:
-            problems.append(f"{exc} (listed on {labels_csv} line {row.line})")
-            continue
-        clips.append(arr)
-        kept.append(row)
-        key_counts[key] += 1
-        dims.append((arr.shape[1], path))
-
-    if dims:
-        majority, count = Counter(d for d, _ in dims).most_common(1)[0]
-        for d, path in dims:
-            if d != majority:
-                problems.append(
-                    f"{path}: has D = {d} features per frame but the majority of files "
-                    f"({count} of {len(dims)}) have D = {majority} (expected one D for all clips)"
-                )
-    if problems:
-        return None, problems, notes, Counter()
-    split = PackedSplit.from_clips(
-        clips,
-        [r.gloss for r in kept],
-        [r.cat for r in kept],
-        [r.name for r in kept],
-    )
-    return split, problems, notes, key_counts

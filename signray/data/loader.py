@@ -1,7 +1,9 @@
-"""Dataset, padded batches and DataLoader construction over a ``PackedSplit``."""
+"""Dataset, padded batches and DataLoader construction over a split in memory (`PackedSplit`,
+`PackedParts`) or streamed from its shards (`ShardStream`)."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -10,8 +12,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from signray.data.packed import PackedSplit
-from signray.data.samplers import BucketBatchSampler
+from signray.data.packed import Split
+from signray.data.samplers import BucketBatchSampler, ShardBatchSampler
+from signray.data.streaming import ShardStream
 
 __all__ = ["Batch", "ClipDataset", "build_loader", "collate_padded"]
 
@@ -21,11 +24,12 @@ Item = tuple[np.ndarray, int, int]
 class ClipDataset(Dataset[Item]):
     """Map-style dataset over a packed split; items are zero-copy views of the packed frames.
 
-    Items stay NumPy: frames shared through Ray's object store are read-only, which torch
-    tensors cannot represent; the collate copies them into one writable batch anyway.
+    Items stay NumPy in their stored dtype: frames shared through Ray's object store or
+    memory-mapped are read-only, which torch tensors cannot represent; the collate copies them
+    into one writable float32 batch anyway.
     """
 
-    def __init__(self, split: PackedSplit) -> None:
+    def __init__(self, split: Split) -> None:
         self.split = split
 
     def __len__(self) -> int:
@@ -62,21 +66,28 @@ class Batch:
 
 
 def collate_padded(items: Sequence[Item]) -> Batch:
-    """Stack clips of different lengths into one zero-padded ``(B, T_max, D)`` batch."""
+    """Stack clips of different lengths into one zero-padded ``(B, T_max, D)`` float32 batch.
+
+    Float16 frames are cast here, one batch at a time, by torch (NumPy's float16 conversion is
+    ~5x slower; ``python -m benchmarks.ablations collate``).
+    """
     if not items:
         raise ValueError("collate_padded needs at least one item, but got an empty batch")
     lengths = torch.tensor([clip.shape[0] for clip, _, _ in items], dtype=torch.int64)
     dim = items[0][0].shape[1]
-    x = np.zeros((len(items), int(lengths.max()), dim), dtype=np.float32)  # (B, T, D)
-    for row, (clip, _, _) in enumerate(items):
-        x[row, : clip.shape[0]] = np.asarray(clip)
+    x = torch.zeros((len(items), int(lengths.max()), dim), dtype=torch.float32)  # (B, T, D)
+    with warnings.catch_warnings():
+        # Frames from the object store or a file mapping are read-only; they are only read here.
+        warnings.filterwarnings("ignore", "The given NumPy array is not writable")
+        for row, (clip, _, _) in enumerate(items):
+            x[row, : clip.shape[0]] = torch.from_numpy(np.ascontiguousarray(clip))
     gloss = torch.tensor([g for _, g, _ in items], dtype=torch.int64)
     cat = torch.tensor([c for _, _, c in items], dtype=torch.int64)
-    return Batch(torch.from_numpy(x), lengths, gloss, cat)
+    return Batch(x, lengths, gloss, cat)
 
 
 def build_loader(
-    split: PackedSplit,
+    split: Split | ShardStream,
     *,
     batch_size: int,
     train: bool,
@@ -93,27 +104,31 @@ def build_loader(
     """A DataLoader yielding ``Batch``; call ``loader.batch_sampler.set_epoch(epoch)`` each epoch.
 
     Training shuffles and gives every rank the same number of batches; evaluation covers the
-    split exactly once over all ranks (see ``BucketBatchSampler``). Workers, when used, are kept
+    split exactly once over all ranks. A split in memory is sampled with one global permutation
+    (``BucketBatchSampler``); a `ShardStream` gives this rank its own shards and shard-local
+    orders (``ShardBatchSampler``, see `signray.data.streaming`). Workers, when used, are kept
     alive between epochs unless ``persistent_workers=False``.
     """
-    sampler = BucketBatchSampler(
-        split.lengths,
-        batch_size,
-        shuffle=train,
-        bucket=bucket,
-        seed=seed,
-        rank=rank,
-        world_size=world_size,
-        drop_last=drop_last,
-        train=train,
-    )
+    dataset: Dataset[Item]
+    if isinstance(split, ShardStream):
+        dataset = split.for_rank(rank, world_size)
+        sampler: BucketBatchSampler | ShardBatchSampler = ShardBatchSampler(
+            dataset.sizes, dataset.lengths, batch_size, bucket=bucket, seed=seed, rank=rank,
+            train=train, epoch_clips=split.epoch_clips(world_size) if train else None,
+        )  # fmt: skip
+    else:
+        dataset = ClipDataset(split)
+        sampler = BucketBatchSampler(
+            split.lengths, batch_size, shuffle=train, bucket=bucket, seed=seed, rank=rank,
+            world_size=world_size, drop_last=drop_last, train=train,
+        )  # fmt: skip
     extra: dict[str, Any] = {}
     if num_workers > 0:
         extra["persistent_workers"] = True if persistent_workers is None else persistent_workers
         if prefetch_factor is not None:
             extra["prefetch_factor"] = prefetch_factor
     return DataLoader(
-        ClipDataset(split),
+        dataset,
         batch_sampler=sampler,
         collate_fn=collate_padded,
         num_workers=num_workers,

@@ -1,66 +1,70 @@
-"""Pack a validated split into a few large shards so training never opens thousands of files.
+"""Pack a split into a few large memory-mappable shards (format 2), streaming over its clips.
 
 Usage::
 
-    python -m signray.data.pack --src DIR --labels CSV --output-dir DIR --num-shards 8 \\
+    python -m signray.data.pack --src DIR [--labels CSV] --output-dir DIR --num-shards 8 \\
         [--key X2048 --key X] [--num-gloss 105 --num-cat 10] [--max-frames 300] [--overwrite]
+
+``--src`` is a folder of per-clip ``.npz`` files (``--labels`` required) or a shard folder of
+format 1 or 2 (re-packed, e.g. to another number of shards). Two passes, each holding one clip
+(or one source shard) at a time: the first checks everything and learns every clip's length,
+the second writes contiguous shards with balanced frame counts. Frames keep their dtype (float16
+features stay float16); the manifest records counts, lengths, id ranges, checksums and the
+split's normalisation statistics.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
+import re
+import resource
+import time
 from pathlib import Path
 
 import numpy as np
 
 from signray.cli import add_output_dir_flag, command, command_parser
-from signray.data.packed import PackedSplit
-from signray.data.shards import (
-    FORMAT_NAME,
-    FORMAT_VERSION,
-    MANIFEST_NAME,
-    shard_file_name,
-)
-from signray.data.splits import load_split_with_key
+from signray.data.packed import Split
+from signray.data.scan import SplitIndex, iter_clips, scan_split
+from signray.data.shard_writer import ShardWriter, prepare_output, shard_boundaries
 from signray.errors import DataError
-from signray.io import write_npz, write_text
 
-__all__ = ["main", "pack_split", "shard_boundaries"]
-
-
-def shard_boundaries(offsets: np.ndarray, num_shards: int) -> np.ndarray:
-    """Clip indices ``(num_shards + 1,)`` cutting contiguous shards with balanced frame counts.
-
-    Each cut sits at the clip boundary nearest to an equal share of frames; every shard keeps at
-    least one clip.
-    """
-    offsets = np.asarray(offsets, dtype=np.int64)
-    n = len(offsets) - 1
-    if not 1 <= num_shards <= n:
-        raise DataError(f"num_shards is {num_shards} (expected 1 <= num_shards <= {n}, the clips)")
-    total = offsets[-1]
-    cuts = np.zeros(num_shards + 1, dtype=np.int64)
-    cuts[-1] = n
-    for k in range(1, num_shards):
-        target = total * k / num_shards
-        i = int(np.searchsorted(offsets, target))
-        if i > 0 and target - offsets[i - 1] <= offsets[min(i, n)] - target:
-            i -= 1
-        cuts[k] = min(max(i, cuts[k - 1] + 1), n - (num_shards - k))
-    return cuts
+__all__ = ["main", "pack_index", "pack_split", "peak_rss_bytes", "shard_boundaries"]
 
 
-def _clear_outputs(out: Path) -> None:
-    """Remove only what an earlier pack wrote (manifest first, so the folder reads as unpacked)."""
-    (out / MANIFEST_NAME).unlink(missing_ok=True)
-    for path in out.glob("shard-*-of-*.npz"):
-        path.unlink()
+def pack_index(
+    index: SplitIndex,
+    out_dir: str | os.PathLike[str],
+    num_shards: int,
+    *,
+    keys: tuple[str, ...] = ("X",),
+    num_gloss: int | None = None,
+    num_cat: int | None = None,
+    max_frames: int | None = None,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> dict:
+    """Write a split `scan_split` checked as `num_shards` format-2 shards; returns the manifest."""
+    out = Path(out_dir)
+    shard_boundaries(index.lengths, num_shards)  # a bad count fails before anything is removed
+    prepare_output(out, overwrite)
+
+    def report(entry: dict) -> None:
+        print(f"  {entry['name']}: {entry['num_clips']} clips, {entry['num_frames']} frames",
+              flush=True)  # fmt: skip
+
+    writer = ShardWriter(
+        out, num_shards, index.feature_dim, index.dtype, key=index.key,
+        num_gloss=num_gloss, num_cat=num_cat, max_frames=max_frames,
+        on_shard=report if progress else None,
+    )  # fmt: skip
+    clips = iter_clips(index, keys=keys, max_frames=max_frames)
+    return writer.write_all(clips, index.lengths)
 
 
 def pack_split(
-    split: PackedSplit,
+    split: Split,
     out_dir: str | os.PathLike[str],
     num_shards: int,
     *,
@@ -70,60 +74,36 @@ def pack_split(
     max_frames: int | None = None,
     overwrite: bool = False,
 ) -> Path:
-    """Write ``split`` as ``num_shards`` contiguous shards plus ``manifest.json``; returns ``out``.
-
-    Each shard is written to a temporary name and renamed, and the manifest is written last, so
-    a crash never leaves a folder that loads as complete.
-    """
+    """Write a split already in memory as `num_shards` format-2 shards; returns the folder."""
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise DataError(f"--out {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise DataError(f"output folder {out} is not empty (pass --overwrite to replace it)")
-        _clear_outputs(out)
-    out.mkdir(parents=True, exist_ok=True)
-
-    cuts = shard_boundaries(split.offsets, num_shards)
-    entries = []
-    for k in range(num_shards):
-        lo, hi = int(cuts[k]), int(cuts[k + 1])
-        f0, f1 = int(split.offsets[lo]), int(split.offsets[hi])
-        name = shard_file_name(k, num_shards)
-        write_npz(
-            out / name,
-            {
-                "frames": split.frames[f0:f1],
-                "offsets": split.offsets[lo : hi + 1] - f0,
-                "gloss": split.gloss[lo:hi],
-                "cat": split.cat[lo:hi],
-                "names": split.names[lo:hi],
-            },
-        )
-        entries.append({"file": name, "num_clips": hi - lo, "num_frames": f1 - f0})
-
-    manifest = {
-        "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
-        "num_shards": num_shards,
-        "num_clips": len(split),
-        "num_frames": split.num_frames,
-        "feature_dim": split.feature_dim,
-        "dtype": "float32",
-        "key": key,
-        "num_gloss": num_gloss,
-        "num_cat": num_cat,
-        "max_frames": max_frames,
-        "shards": entries,
-    }
-    write_text(out / MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n")
+    shard_boundaries(split.lengths, num_shards)
+    prepare_output(out, overwrite)
+    writer = ShardWriter(out, num_shards, split.feature_dim, split.dtype, key=key,
+                         num_gloss=num_gloss, num_cat=num_cat, max_frames=max_frames)  # fmt: skip
+    clips = (
+        (split.clip(i), str(split.names[i]), int(split.gloss[i]), int(split.cat[i]))
+        for i in range(len(split))
+    )
+    writer.write_all(clips, np.asarray(split.lengths))
     return out
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory: VmHWM, which (unlike ``ru_maxrss``) does not carry
+    the high-water mark of the process that forked it."""
+    try:
+        status = Path("/proc/self/status").read_text()
+        return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) * 1024
+    except (OSError, AttributeError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = command_parser("signray.data.pack", __doc__)
-    p.add_argument("--src", required=True, type=Path, help="folder of per-clip .npz files")
-    p.add_argument("--labels", required=True, type=Path, help="labels CSV (file,gloss,cat)")
+    p.add_argument("--src", required=True, type=Path,
+                   help="folder of per-clip .npz files, or a shard folder to re-pack")  # fmt: skip
+    p.add_argument("--labels", type=Path, default=None,
+                   help="labels CSV (file,gloss,cat); required for per-clip folders")  # fmt: skip
     add_output_dir_flag(p, "output folder for the shards", required=True)
     p.add_argument("--num-shards", type=int, default=8)
     p.add_argument(
@@ -142,35 +122,33 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> None:
+    start = time.perf_counter()
     keys = tuple(args.keys or ("X",))
     if args.num_shards < 1:
         raise DataError(f"--num-shards is {args.num_shards} (expected a positive integer)")
     out = Path(args.output_dir)
+    if out.resolve() == args.src.resolve():
+        raise DataError(f"--output-dir {out} is --src itself (expected another folder)")
     if out.is_dir() and any(out.iterdir()) and not args.overwrite:
         raise DataError(f"output folder {out} is not empty (pass --overwrite to replace it)")
-    split, key = load_split_with_key(
-        args.src,
-        args.labels,
-        keys=keys,
-        num_gloss=args.num_gloss,
-        num_cat=args.num_cat,
-        max_frames=args.max_frames,
-        split=args.src.name or "input",
-    )
-    pack_split(
-        split,
-        out,
-        args.num_shards,
-        key=key,
-        num_gloss=args.num_gloss,
-        num_cat=args.num_cat,
-        max_frames=args.max_frames,
-        overwrite=args.overwrite,
-    )
-    mib = split.nbytes / 2**20
+    index = scan_split(
+        args.src, args.labels, keys=keys, num_gloss=args.num_gloss, num_cat=args.num_cat,
+        max_frames=args.max_frames, split=args.src.name or "input",
+    )  # fmt: skip
+    shard_boundaries(index.lengths, args.num_shards)
     print(
-        f"packed {len(split)} clips, {split.num_frames} frames, D = {split.feature_dim} "
-        f"({mib:.1f} MiB) into {args.num_shards} shards in {out}"
+        f"checked {len(index)} clips, {index.num_frames} frames, D = {index.feature_dim} "
+        f"{index.dtype.name} ({index.nbytes / 2**20:.1f} MiB); writing {args.num_shards} shards",
+        flush=True,
+    )
+    pack_index(
+        index, out, args.num_shards, keys=keys, num_gloss=args.num_gloss, num_cat=args.num_cat,
+        max_frames=args.max_frames, overwrite=args.overwrite, progress=True,
+    )  # fmt: skip
+    print(
+        f"packed into {out} in {time.perf_counter() - start:.1f}s "
+        f"(peak memory {peak_rss_bytes() / 2**20:.0f} MiB)",
+        flush=True,
     )
 
 

@@ -134,25 +134,12 @@ class InputNorm(nn.Module):
         self.register_buffer("std", torch.ones(dim))
 
     @torch.no_grad()
-    def fit(self, frames: np.ndarray, chunk_bytes: int = 1 << 24) -> None:
-        """Set the statistics from all training frames `(N, dim)`.
-
-        Accumulates in float64 over chunks of ~`chunk_bytes` (16 MB): no full-size copy of a
-        (possibly read-only, object-store-backed) multi-GB split. Chunks are sized in bytes, not
-        rows: 65,536 rows of 2048-d features would be a 1 GB float64 temporary per trial.
-        """
-        rows = max(1, chunk_bytes // (8 * max(frames.shape[1], 1)))
-        total = np.zeros(frames.shape[1])
-        squares = np.zeros(frames.shape[1])
-        for start in range(0, len(frames), rows):
-            part = frames[start : start + rows].astype(np.float64)
-            total += part.sum(0)
-            squares += np.square(part, out=part).sum(0)
-        n = max(len(frames), 1)
-        mean = total / n
-        var = np.maximum(squares / n - mean**2, 0.0)
-        self.mean.copy_(torch.from_numpy(mean))
-        self.std.copy_(torch.from_numpy(np.sqrt(var)).clamp_min(1e-6))
+    def set_stats(self, mean: np.ndarray, std: np.ndarray) -> None:
+        """Use these per-feature statistics of the training frames (computed once per split,
+        e.g. at pack time: see `signray.data.stats`). A zero std (a constant feature) is
+        clamped so nothing is divided by zero."""
+        self.mean.copy_(torch.as_tensor(np.asarray(mean, dtype=np.float64)))
+        self.std.copy_(torch.as_tensor(np.asarray(std, dtype=np.float64)).clamp_min(1e-6))
 
     def forward(self, x: Tensor) -> Tensor:
         return (x - self.mean) / self.std
@@ -195,9 +182,9 @@ class CheckpointMixin:
 class SignModel(CheckpointMixin, nn.Module):
     """What every registered model shares: sizes checked, its config, standardised inputs.
 
-    Subclasses build their layers after ``super().__init__(...)``; `input_norm` is fitted by the
-    training loop on the training frames and travels in checkpoints. Checkpoints leave out
-    weights that can be rebuilt (see `CheckpointMixin`).
+    Subclasses build their layers after ``super().__init__(...)``; the training loop sets
+    `input_norm` from the training split's statistics and it travels in checkpoints.
+    Checkpoints leave out weights that can be rebuilt (see `CheckpointMixin`).
     """
 
     def __init__(self, config: ArchConfig, input_dim: int, num_gloss: int, num_cat: int) -> None:

@@ -50,8 +50,8 @@ def register_model(
 ) -> Callable[[Builder], Builder]:
     """Decorator registering `builder(arch, *, input_dim, num_gloss, num_cat) -> nn.Module`.
 
-    The built module must be a `SignModel` (sizes checked, an `input_norm` the training loop fits
-    on the training frames, checkpoint filtering).
+    The built module must be a `SignModel` (sizes checked, an `input_norm` the training loop sets
+    from the training frames' statistics, checkpoint filtering).
     """
     if input_kind not in INPUT_KINDS:
         raise ValueError(f"`input_kind` must be one of {INPUT_KINDS}, but got {input_kind!r}")

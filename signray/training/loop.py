@@ -22,7 +22,7 @@ from signray.data import PackedSplit, build_loader
 from signray.errors import ConfigError
 from signray.layout import METRIC
 from signray.training.checkpoint import Checkpoint
-from signray.training.inputs import load_inputs
+from signray.training.inputs import TrainingData, load_inputs
 from signray.training.optim import build_optimizer, build_scheduler, seed_everything
 from signray.training.reporters import Reporter
 from signray.training.steps import LossWeights, ProgressFn, evaluate, train_one_epoch
@@ -97,13 +97,15 @@ def resume_problems(ckpt: Checkpoint, cfg: TrainConfig, input_dim: int, where: s
 def train_loop(
     cfg: TrainConfig,
     reporter: Reporter,
-    data: tuple[PackedSplit, PackedSplit] | None = None,
+    data: TrainingData | tuple[PackedSplit, PackedSplit] | None = None,
     *,
     device: torch.device | None = None,
     progress: ProgressFn | None = None,
 ) -> LoopResult:
     """Train `cfg` to completion (or early stop), reporting every epoch.
 
+    `data` (default: `load_inputs(cfg)`) holds splits in memory or streamed from shards, and
+    the training frames' statistics: nothing here passes over the training frames to get them.
     `progress` wraps each epoch's training batches (the single run's tqdm bar); off by default.
     """
     rank, world_size = world_info()
@@ -112,10 +114,15 @@ def train_loop(
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     seed_everything(cfg.seed, cfg.deterministic)
-    train, val = data if data is not None else load_inputs(cfg)
+    if data is None:
+        data = load_inputs(cfg)
+    elif not isinstance(data, TrainingData):
+        data = TrainingData(*data)
+    train, val = data
 
-    model = cfg.build_model(train.feature_dim).to(device)
-    model.input_norm.fit(train.frames)  # replaced by the checkpoint's statistics on resume
+    model = cfg.build_model(data.feature_dim).to(device)
+    norm = data.normalisation()
+    model.input_norm.set_stats(norm.mean, norm.std)  # a resumed checkpoint's replace these
     optimizer = build_optimizer(cfg, model)
     scheduler = build_scheduler(cfg, optimizer)
     scaler = torch.amp.GradScaler("cuda") if cfg.amp and device.type == "cuda" else None
@@ -123,7 +130,7 @@ def train_loop(
     state = _Progress()
     resumed = reporter.resume_state()
     if resumed is not None:
-        state = _restore(resumed, cfg, train.feature_dim, model, optimizer, scheduler, scaler)
+        state = _restore(resumed, cfg, data.feature_dim, model, optimizer, scheduler, scaler)
 
     trained: nn.Module = model
     if world_size > 1:
@@ -191,7 +198,7 @@ def train_loop(
         snapshot = functools.partial(
             _checkpoint,
             cfg,
-            train.feature_dim,
+            data.feature_dim,
             model,
             optimizer,
             scheduler,

@@ -1,5 +1,6 @@
-"""Run a planned search on Ray: load the data once, start or join the cluster, fit the Tuner,
-then write the outputs, evaluate the best checkpoint and draw the report."""
+"""Run a planned search on Ray: check the data (keeping none of it), start or join the cluster,
+make the data reachable from every node, fit the Tuner, then write the outputs, evaluate the best
+checkpoint and draw the report."""
 
 from __future__ import annotations
 
@@ -8,17 +9,17 @@ import time
 
 import ray
 
-from signray.analysis.evaluation import evaluate_to_dir
 from signray.analysis.report import write_report
 from signray.config.search import SearchOptions
 from signray.errors import ConfigError
 from signray.layout import Status
 from signray.storage import RemotePath
-from signray.training.inputs import load_inputs
+from signray.training.inputs import check_inputs
 from signray.tuning.cluster import init_ray
 from signray.tuning.plan import TunePlan
 from signray.tuning.results import format_summary, quiet_missing_results, write_outputs
 from signray.tuning.trial import TrialSetup
+from signray.tuning.trial_data import evaluate_remotely, prepare_trial_data
 from signray.tuning.tuner import build_tuner, can_restore, restore_tuner
 
 __all__ = ["run_search"]
@@ -48,11 +49,11 @@ def run_search(
     retry_errored: bool = False,
 ) -> int:
     """Exit code: 0 done, 1 every trial errored, 130 interrupted (resume with `resume_command`)."""
-    train, val = load_inputs(plan.base)  # every data problem surfaces here, before Ray starts
+    summary = check_inputs(plan.base)  # every data problem surfaces here, before Ray starts
     o = plan.options
     print(
-        f"signray.tune: model {plan.base.model}, {len(train)} train / {len(val)} val clips, "
-        f"D={train.feature_dim}, {plan.base.epochs} epochs per trial, "
+        f"signray.tune: model {plan.base.model}, {summary.describe()}, "
+        f"{plan.base.epochs} epochs per trial, "
         + (
             "1 trial (single run)"
             if o.single_run
@@ -67,8 +68,7 @@ def run_search(
     init_ray(address, dashboard_host=dashboard_host, dashboard_port=dashboard_port)
     if warning := _concurrency_warning(o):
         print(warning, file=sys.stderr, flush=True)
-    refs = [ray.put(train), ray.put(val)]
-    del train
+    data = prepare_trial_data(plan.base, summary)
     root = plan.files.root
     setup = TrialSetup(
         base=plan.base,
@@ -83,10 +83,10 @@ def run_search(
         if not can_restore(plan.files):
             raise ConfigError([f"{plan.files.root} holds no Ray Tune state to resume from yet"])
         with quiet_missing_results():  # a trial that had not started has no results yet
-            tuner = restore_tuner(plan.files, setup, refs, retry_errored=retry_errored)
+            tuner = restore_tuner(plan.files, setup, data, retry_errored=retry_errored)
     else:
         plan.save()
-        tuner = build_tuner(plan.space if plan.searching else None, setup, refs, o)
+        tuner = build_tuner(plan.space if plan.searching else None, setup, data, o)
     start = time.perf_counter()
     try:
         with quiet_missing_results():
@@ -99,7 +99,7 @@ def run_search(
     )
     print(format_summary(report), flush=True)
     if report.best_checkpoint is not None:
-        evaluate_to_dir(report.best_checkpoint, val, plan.files.evaluation)
+        evaluate_remotely(data, report.best_checkpoint, plan.files.evaluation)
     print(f"report: {write_report(report.experiment)}", flush=True)
     expected = 1 if o.single_run else o.num_samples
     if report.count(Status.UNFINISHED) or len(report.trials) < expected:

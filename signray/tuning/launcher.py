@@ -1,10 +1,11 @@
 """Run the one training loop under a Ray Train `TorchTrainer`: DDP over sharded data.
 
-The driver validates and loads the data once and puts it in the object store; every worker on a
-node maps the same copy. Rank 0 attaches checkpoints; Ray keeps the best `keep_checkpoints`.
-`max_failures` (``--worker-failures``) lets Train restart a worker group that lost a rank from
-the run's latest checkpoint. Every epoch's metrics carry the worker group's placement group id
-(`signray.tuning.placement_groups`), so a driver can free it if the run is killed.
+Each worker opens the run's `TrialData` where it runs: its node's object-store copy (every worker
+on a node maps the same one) or, in stream mode, only its own shards. Rank 0 attaches
+checkpoints; Ray keeps the best `keep_checkpoints`. `max_failures` (``--worker-failures``) lets
+Train restart a worker group that lost a rank from the run's latest checkpoint. Every epoch's
+metrics carry the worker group's placement group id (`signray.tuning.placement_groups`), so a
+driver can free it if the run is killed.
 """
 
 from __future__ import annotations
@@ -19,13 +20,13 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from signray.config import TrainConfig
-from signray.data import PackedSplit
 from signray.io import copy_file
 from signray.layout import CHECKPOINT_FILE, METRIC, MODE, RunFiles
 from signray.storage import Location, RemotePath, filesystem_and_path
 from signray.training.loop import train_loop
 from signray.tuning.placement_groups import PG_METRIC, current_placement_group_id
 from signray.tuning.reporters import RayReporter
+from signray.tuning.trial_data import TrialData
 
 __all__ = ["export_checkpoints", "run_torch_trainer"]
 
@@ -34,7 +35,7 @@ def _train_worker(config: dict[str, Any]) -> None:
     import ray.train.torch
 
     cfg: TrainConfig = config["cfg"]
-    train, val = ray.get(config["data"])
+    data: TrialData = config["data"]
     reporter = RayReporter(
         ray.train.report,
         ray.train.get_checkpoint,
@@ -44,12 +45,12 @@ def _train_worker(config: dict[str, Any]) -> None:
         fallback_resume=cfg.resume,
         tags={PG_METRIC: current_placement_group_id()},
     )
-    train_loop(cfg, reporter, (train, val), device=ray.train.torch.get_device())
+    train_loop(cfg, reporter, data.open(), device=ray.train.torch.get_device())
 
 
 def run_torch_trainer(
     cfg: TrainConfig,
-    data: tuple[PackedSplit, PackedSplit] | list,
+    data: TrialData,
     *,
     storage_path: str | os.PathLike | RemotePath,
     name: str,
@@ -60,15 +61,14 @@ def run_torch_trainer(
     callbacks: list | None = None,
     progress: bool = True,
 ) -> ray.train.Result:
-    """Fit `cfg` on `cfg.ray_workers` workers; `data` may be the splits or their object refs."""
-    refs = data if isinstance(data, list) else [ray.put(split) for split in data]
+    """Fit `cfg` on `cfg.ray_workers` workers, each opening `data` where it runs."""
     resources: dict[str, float] = {"CPU": cpus_per_worker}
     if cfg.use_gpu:
         resources["GPU"] = gpus_per_worker or 1
     filesystem, path = filesystem_and_path(storage_path)
     trainer = TorchTrainer(
         _train_worker,
-        train_loop_config={"cfg": cfg, "data": refs, "progress": progress},
+        train_loop_config={"cfg": cfg, "data": data, "progress": progress},
         scaling_config=ScalingConfig(
             num_workers=cfg.ray_workers, use_gpu=cfg.use_gpu, resources_per_worker=resources
         ),

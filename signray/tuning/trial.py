@@ -10,9 +10,9 @@
   best-K checkpoints under ``<experiment>/train_runs/``; a retried or resumed trial reuses the same
   run name, so Ray Train restores it from its latest checkpoint.
 
-Data is validated and loaded once on the driver and `ray.put` once; trials receive the object
-refs and `ray.get` them, which maps the arrays zero-copy from the node's object store, so every
-trial on a node shares one copy and no trial reads the data files.
+Data never passes through the driver: trials receive a small `TrialData` and open it where they
+run (`signray.tuning.trial_data`): their node's object-store copy, shared zero-copy by every trial
+on the node, or, in stream mode, each rank's own shards.
 
 A sampled config that cannot be built fails its trial with the config's own error message; the
 other trials carry on.
@@ -29,7 +29,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import ray
 from ray import tune
 
 from signray.analysis.experiment import tidy_params
@@ -39,6 +38,7 @@ from signray.layout import ExperimentFiles
 from signray.storage import RemotePath
 from signray.training.loop import train_loop
 from signray.tuning.reporters import RayReporter
+from signray.tuning.trial_data import TrialData
 
 __all__ = ["TrialSetup", "make_trainable", "trial_config"]
 # A multi-worker trial's own process only waits on `TorchTrainer.fit()`; it reserves no CPU (its
@@ -112,17 +112,16 @@ def _mark_done(setup: TrialSetup, result_summary: dict[str, Any]) -> None:
     )
 
 
-def _run_trial(config: dict[str, Any], *, setup: TrialSetup, data: list) -> None:
+def _run_trial(config: dict[str, Any], *, setup: TrialSetup, data: TrialData) -> None:
     # One line per saved checkpoint per epoch per trial drowns the trial table.
     logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
     cfg = trial_config(config, setup)
     start = time.perf_counter()
     if setup.workers == 1:
-        train, val = ray.get(list(data))
         reporter = RayReporter(
             _tune_report, tune.get_checkpoint, total_epochs=cfg.epochs, progress=False
         )
-        result = train_loop(cfg, reporter, (train, val))
+        result = train_loop(cfg, reporter, data.open())
         summary = {"epochs_run": result.epochs_run, "stopped_by_loop": result.stopped_early}
     else:
         from ray.tune.integration.ray_train import TuneReportCallback
@@ -132,7 +131,7 @@ def _run_trial(config: dict[str, Any], *, setup: TrialSetup, data: list) -> None
         trial_id = tune.get_context().get_trial_id()
         train_result = run_torch_trainer(
             cfg,
-            list(data),
+            data,
             storage_path=setup.files.train_runs,
             name=setup.files.train_run_name(trial_id),
             cpus_per_worker=setup.cpus_per_worker,
@@ -148,12 +147,12 @@ def _run_trial(config: dict[str, Any], *, setup: TrialSetup, data: list) -> None
     _mark_done(setup, summary)
 
 
-def make_trainable(setup: TrialSetup, data_refs: list) -> Callable:
-    """The Tune trainable with its resources; `data_refs` are the driver's `ray.put` refs."""
+def make_trainable(setup: TrialSetup, data: TrialData) -> Callable:
+    """The Tune trainable with its resources; `data` tells each trial where its data is."""
     setup = setup.with_runtime()
-    trainable = tune.with_parameters(_trainable, setup=setup, data=list(data_refs))
+    trainable = tune.with_parameters(_trainable, setup=setup, data=data)
     return tune.with_resources(trainable, setup.resources())
 
 
-def _trainable(config: dict[str, Any], setup: TrialSetup, data: list) -> None:
+def _trainable(config: dict[str, Any], setup: TrialSetup, data: TrialData) -> None:
     _run_trial(config, setup=setup, data=data)

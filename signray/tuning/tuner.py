@@ -22,6 +22,7 @@ from signray.tuning.retention import KeepBestCheckpoints, checkpoint_period_s
 from signray.tuning.searcher import build_scheduler, build_searcher, default_max_concurrent
 from signray.tuning.tracking import tracking_callbacks
 from signray.tuning.trial import TrialSetup, make_trainable
+from signray.tuning.trial_data import TrialData
 
 __all__ = ["build_tuner", "can_restore", "restore_tuner"]
 
@@ -84,7 +85,7 @@ def _trial_name(trial) -> str:
 
 
 def build_tuner(
-    space: SearchSpace | None, setup: TrialSetup, data_refs: list, opts: SearchOptions
+    space: SearchSpace | None, setup: TrialSetup, data: TrialData, opts: SearchOptions
 ) -> tune.Tuner:
     """A Tuner for a search (`space` with searched fields) or one trial (`opts.single_run`)."""
     max_t = setup.base.epochs
@@ -105,7 +106,7 @@ def build_tuner(
         )
     params = list(space.params) if searching else []
     return tune.Tuner(
-        make_trainable(setup, data_refs),
+        make_trainable(setup, data),
         tune_config=tune_config,
         run_config=_run_config(setup.files, opts, params),
     )
@@ -117,7 +118,7 @@ def can_restore(files: ExperimentFiles) -> bool:
 
 
 def restore_tuner(
-    files: ExperimentFiles, setup: TrialSetup, data_refs: list, *, retry_errored: bool = False
+    files: ExperimentFiles, setup: TrialSetup, data: TrialData, *, retry_errored: bool = False
 ) -> tune.Tuner:
     """Continue an interrupted experiment: finished trials are kept, unfinished ones resume
     from their latest checkpoints. Errored trials keep their error (it may be deterministic: a
@@ -127,7 +128,7 @@ def restore_tuner(
     filesystem, path = filesystem_and_path(files.root)
     return tune.Tuner.restore(
         path,
-        trainable=make_trainable(setup, data_refs),
+        trainable=make_trainable(setup, data),
         resume_unfinished=True,
         resume_errored=retry_errored,
         storage_filesystem=filesystem,

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from signray.tuning.cluster import LOOPBACK_ENV
+from signray.tuning.address import LOOPBACK_ENV
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _run(name: str, tmp_path: Path, *extra: str) -> dict:
+def _run(name: str, tmp_path: Path, *extra: str, timeout: float = 240) -> dict:
     out = tmp_path / f"{name}.json"
     env = {
         **os.environ,
@@ -35,7 +35,7 @@ def _run(name: str, tmp_path: Path, *extra: str) -> dict:
         env=env,
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=timeout,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     record = json.loads(out.read_text())
@@ -113,3 +113,18 @@ def test_memory(tmp_path):
         assert r["reps"][0]["exit_code"] == 0
         assert r["median_peak_pss_mb"] > 50 and r["median_peak_rss_mb"] >= r["median_peak_pss_mb"]
     assert _positive(results["ratio_pss"])
+
+
+@pytest.mark.slow
+def test_data_scale(tmp_path):
+    results = _run("data_scale", tmp_path, timeout=900)
+    (size,) = [key for key in results if key.endswith("GB")]
+    for mode in ("memory", "stream"):
+        r = results[size][mode]
+        assert r["exit_code"] == 0 and r["time_to_first_batch_s"] > 0
+        for key in ("driver_peak_rss_mb", "worker_node_peak_pss_mb", "train_frames_per_s"):
+            assert _positive(r[key]), (mode, key, r[key])
+    assert results["pack"]["exit_code"] == 0 and _positive(results["pack"]["peak_rss_mb"])
+    probe = results["reader_probe"]
+    assert _positive(probe["signray_stream"]["frames_per_s"])
+    assert _positive(probe["ray_data_read_numpy"]["frames_per_s"])

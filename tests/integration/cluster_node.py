@@ -1,8 +1,10 @@
-"""A real multi-node Ray cluster on one machine, for the multi-node tests: `python cluster_node.py`.
+"""A real multi-node Ray cluster on one machine, for the multi-node tests: `python cluster_node.py
+[--workers N --head-cpus C --worker-cpus C --object-store-mb M]`.
 
-Starts a head node and one worker node with `ray.cluster_utils.Cluster` (separate raylets, object
-stores and node ids; everything on 127.0.0.1; one CPU each), prints one ``@@`` JSON line with the
-GCS address and both node ids, then obeys commands on stdin, answering each with a ``@@`` line:
+Starts a head node and worker nodes (default: one) with `ray.cluster_utils.Cluster` (separate
+raylets, object stores and node ids; everything on 127.0.0.1; one CPU each by default), prints
+one ``@@`` JSON line with the GCS address, the node ids (``worker`` is the first worker's) and
+each node's object-store size, then obeys commands on stdin, answering each with a ``@@`` line:
 
 - ``actors``: every actor the cluster has had (class name, node id, state), from the State API;
 - ``remove_worker``: kill the worker node's processes at once (as when a machine dies);
@@ -15,6 +17,7 @@ join it by accident and its processes can be found by that path.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -32,10 +35,20 @@ def say(message: dict) -> None:
 
 
 def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--head-cpus", type=int, default=1)
+    p.add_argument("--worker-cpus", type=int, default=1)
+    p.add_argument("--object-store-mb", type=int, default=None)
+    args = p.parse_args()
+    store = (
+        {} if args.object_store_mb is None else {"object_store_memory": args.object_store_mb << 20}
+    )
     cluster = Cluster(
         initialize_head=True,
         head_node_args={
-            "num_cpus": 1,
+            **store,
+            "num_cpus": args.head_cpus,
             "node_ip_address": "127.0.0.1",
             "include_dashboard": True,  # the State API; Ray Train frees stopped trials' groups
             "dashboard_host": "127.0.0.1",
@@ -43,9 +56,19 @@ def main() -> None:
             "_system_config": SYSTEM_CONFIG,
         },
     )
-    worker = cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1")
+    workers = [
+        cluster.add_node(num_cpus=args.worker_cpus, node_ip_address="127.0.0.1", **store)
+        for _ in range(args.workers)
+    ]
+    worker = workers[0]
     cluster.wait_for_nodes()
-    say({"address": cluster.address, "head": cluster.head_node.node_id, "worker": worker.node_id})
+    import ray
+
+    ray.init(address=cluster.address, logging_level="ERROR", log_to_driver=False)
+    stores = {n["NodeID"]: n["Resources"].get("object_store_memory") for n in ray.nodes()}
+    ray.shutdown()
+    say({"address": cluster.address, "head": cluster.head_node.node_id, "worker": worker.node_id,
+         "workers": [w.node_id for w in workers], "object_store_bytes": stores})  # fmt: skip
     try:
         for line in sys.stdin:
             command = line.strip()

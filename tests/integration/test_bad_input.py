@@ -171,6 +171,38 @@ def _csv_edit(edit: Callable[[list[str]], list[str]]) -> Callable[[Path], None]:
     return apply
 
 
+def _packed(num_shards: int = 3, then: Callable[[Path], None] | None = None):
+    """Both splits replaced by format-2 shards of the same clips, then `then(train shards)`."""
+
+    def apply(root: Path) -> None:
+        from signray.data.pack import pack_index
+        from signray.data.scan import scan_split
+
+        for split in ("train", "val"):
+            src = root / f"keypoints_{split}"
+            index = scan_split(src, root / f"{split}_labels.csv", num_gloss=None, num_cat=None)
+            pack_index(index, root / "packed", num_shards)
+            shutil.rmtree(src)
+            (root / "packed").rename(src)
+        if then is not None:
+            then(root / "keypoints_train")
+
+    return apply
+
+
+def _flip_frames_byte(folder: Path) -> None:
+    path = folder / "shard-00001-of-00003" / "frames.npy"
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0x10
+    path.write_bytes(bytes(data))
+
+
+def _count_one_more(folder: Path) -> None:
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["num_clips"] += 1
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
 NAN = np.full((10, 156), 0.5, dtype=np.float32)
 NAN[3, 7] = np.nan
 FIRST = "g000_train_000.npz"  # the first clip (sorted) of the train split
@@ -471,6 +503,44 @@ CASES = [
         tune("--storage-path", "s3:/bucket/exps"),  # what pathlib makes of s3://bucket/exps
         ["s3:/bucket/exps looks like an object-store URI that lost its '//'"],
         module=TUNE,
+    ),
+    # ---- packed shards (format 2) and data modes
+    Case(
+        "shards-checksum",
+        tune(),
+        ["[train]", "shard-00001-of-00003/frames.npy", "sha256 differs from the manifest"],
+        module=TUNE,
+        mutate=_packed(then=_flip_frames_byte),
+    ),
+    Case(
+        "shards-ids-out-of-range",
+        train("--num-gloss", 3),
+        ["shard-0000", "gloss id(s) out of range", "(expected 0 <= gloss < 3)"],
+        mutate=_packed(),
+    ),
+    Case(
+        "shards-manifest-count",
+        train(),
+        ["manifest.json: shards hold 12 clips in all but num_clips is 13"],
+        mutate=_packed(then=_count_one_more),
+    ),
+    Case(
+        "stream-needs-shards",
+        tune("--data-mode", "stream"),
+        ["`--data-mode stream` reads format-2 shard folders", "keypoints_train is a per-clip"],
+        module=TUNE,
+    ),
+    Case(
+        "stream-too-few-shards",
+        tune("--data-mode", "stream", "--workers-per-trial", 2),
+        ["has 1 shard(s) but training streams it on 2 ranks", "--num-shards >= 2"],
+        module=TUNE,
+        mutate=_packed(num_shards=1),
+    ),
+    Case(
+        "data-mode-unknown",
+        train("--data-mode", "disk"),
+        ["argument --data-mode: invalid choice: 'disk'"],
     ),
     # ---- crafted pickle checkpoints (must be refused, never run)
     Case(

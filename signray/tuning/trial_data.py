@@ -1,0 +1,138 @@
+"""The data of a Ray run reaches trials without passing through the driver.
+
+The driver only checks the data (`check_inputs`, bounded memory) and picks a mode:
+
+- **memory**: one `SplitHolder` actor (`signray.tuning.holder`) per node that can run trial
+  workers, pinned to its node,
+  reads the splits from the files in bounded parts and ``ray.put``s each part. The holder owns
+  the parts, so they live as long as it does (the driver's handle keeps it alive; a plain task's
+  objects would die with the task). A trial or DDP rank finds its node's holder by node id and
+  ``ray.get``s the parts: zero-copy, read-only views of the node's object store, one copy per
+  node shared by all its trials. A node that joined after the start reads another node's copy.
+- **stream**: trials receive `ShardStream`s (manifests, no frames); each DDP rank memory-maps
+  only its own format-2 shards from storage every node reaches (`signray.data.streaming`).
+
+Either way the training split's normalisation statistics travel with `TrialData`, computed once.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from signray.analysis.evaluation import evaluate_to_dir
+from signray.config import TrainConfig
+from signray.data import NormStats, PackedParts
+from signray.data.streaming import ShardStream
+from signray.errors import ConfigError, SignrayError
+from signray.storage import Location
+from signray.training.inputs import (
+    InputsSummary,
+    TrainingData,
+    choose_data_mode,
+    input_paths,
+    smoke_spec,
+    stream_inputs,
+)
+from signray.tuning.holder import SPLITS, SplitHolder
+
+__all__ = ["TrialData", "evaluate_remotely", "prepare_trial_data"]
+
+
+@dataclass(frozen=True)
+class TrialData:
+    """What every trial and rank receives instead of the data: small and picklable."""
+
+    mode: str  # "memory" | "stream"
+    norm: NormStats | None
+    max_frames: int | None
+    holders: dict[str, Any] = field(default_factory=dict)  # node id -> SplitHolder handle
+    streams: tuple[ShardStream, ShardStream] | None = None
+
+    def open(self) -> TrainingData:
+        """This process's view of the data: its node's object-store copy, or the streams."""
+        if self.streams is not None:
+            return TrainingData(*self.streams, self.norm)
+        node = ray.get_runtime_context().get_node_id()
+        # This node's copy first; a node that joined later (or lost its holder) reads another's.
+        order = sorted(self.holders, key=lambda n: n != node)
+        for i, holder_node in enumerate(order):
+            try:
+                refs = ray.get(self.holders[holder_node].refs.remote())
+                break
+            except ray.exceptions.RayActorError:
+                if i == len(order) - 1:
+                    raise
+        train, val = (PackedParts(ray.get(refs[name]), self.max_frames) for name in SPLITS)
+        return TrainingData(train, val, self.norm)
+
+
+def _trial_nodes() -> list[dict]:
+    """Alive nodes with CPUs or GPUs: the ones trial workers can run on."""
+    return [
+        n for n in ray.nodes()
+        if n["Alive"] and (n["Resources"].get("CPU", 0) > 0 or n["Resources"].get("GPU", 0) > 0)
+    ]  # fmt: skip
+
+
+def _raise_cause(err: ray.exceptions.RayTaskError) -> None:
+    """A user error inside an actor or task surfaces as itself (exit 2), not as a traceback."""
+    if isinstance(err.cause, SignrayError):
+        raise err.cause from None
+    raise err
+
+
+def prepare_trial_data(cfg: TrainConfig, summary: InputsSummary) -> TrialData:
+    """Choose the data mode for this cluster and make the data reachable from every node."""
+    nodes = _trial_nodes()
+    if not nodes:
+        raise ConfigError(["the Ray cluster has no node with CPUs or GPUs to train on"])
+    capacity = min(int(n["Resources"].get("object_store_memory", 0)) for n in nodes)
+    mode, why = choose_data_mode(cfg, summary, capacity)
+    print(f"data: {mode} mode ({why})", flush=True)
+    if mode == "stream":
+        data = stream_inputs(cfg, summary)
+        return TrialData(mode, data.norm, cfg.max_frames, streams=(data.train, data.val))
+    start = time.perf_counter()
+    holders = {
+        n["NodeID"]: SplitHolder.options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)
+        ).remote()
+        for n in nodes
+    }
+    synthetic = smoke_spec(cfg) if cfg.smoke_test else None
+    args = ((summary.train, summary.val), input_paths(cfg)[2], cfg.max_frames, synthetic)
+    try:
+        sizes = ray.get([h.load.remote(*args) for h in holders.values()])
+    except ray.exceptions.RayTaskError as err:
+        _raise_cause(err)
+    print(
+        f"data: {sizes[0] / 2**20:.0f} MiB in the object store of each of {len(holders)} "
+        f"node(s), loaded there in {time.perf_counter() - start:.1f}s",
+        flush=True,
+    )
+    return TrialData(mode, summary.train.norm, cfg.max_frames, holders)
+
+
+@ray.remote(num_cpus=1)
+def _evaluate(data: TrialData, checkpoint: Location, out_dir: Location) -> dict[str, Any]:
+    val = data.open().val
+    if isinstance(val, ShardStream):
+        val = val.open_all(reader="evaluation")
+    return evaluate_to_dir(checkpoint, val, out_dir)
+
+
+def evaluate_remotely(data: TrialData, checkpoint: Location, out_dir: Location) -> dict[str, Any]:
+    """`evaluate_to_dir` on the whole val split, run on a node that holds or reads it: the
+    driver's own when it can (a local experiment folder is only certain to be there)."""
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+    try:
+        task = _evaluate.options(scheduling_strategy=here)
+        return ray.get(task.remote(data, checkpoint, out_dir))
+    except ray.exceptions.RayTaskError as err:
+        _raise_cause(err)
+        raise
