@@ -43,6 +43,7 @@ from signray.config import TrainConfig, resolve_config
 from signray.data import PackedSplit, build_loader, load_split, write_dataset
 from signray.models import build_model
 from signray.training.optim import build_optimizer
+from signray.training.precision import resolve_precision
 from signray.training.steps import LossWeights, train_one_epoch
 
 __all__ = [
@@ -234,6 +235,7 @@ class SignrayStep:
         self.optimizer = build_optimizer(cfg, self.model)
         self.loader = build_loader(split, batch_size=cfg.batch_size, train=True, bucket=cfg.bucket)
         self.weights = LossWeights(cfg.gloss_weight, cfg.cat_weight, cfg.label_smoothing)
+        self.precision = resolve_precision(cfg.precision, torch.device("cpu"))
         self.steps, self.epoch = steps, 0
 
     def __call__(self) -> tuple[int, float]:
@@ -246,7 +248,7 @@ class SignrayStep:
             device=torch.device("cpu"),
             weights=self.weights,
             grad_clip=self.cfg.grad_clip,
-            amp=self.cfg.amp,
+            precision=self.precision,
             progress=lambda batches, _: itertools.islice(batches, self.steps),
         )
         return int(m["train_frames"]), m["train_seconds"]

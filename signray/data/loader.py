@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, Dataset
 from signray.data.packed import PackedSplit
 from signray.data.samplers import BucketBatchSampler
 
-__all__ = ["Batch", "ClipDataset", "build_loader", "collate_padded"]
+__all__ = ["Batch", "ClipDataset", "batch_sampler", "build_loader", "collate_padded"]
 
 Item = tuple[np.ndarray, int, int]
 
@@ -75,6 +75,31 @@ def collate_padded(items: Sequence[Item]) -> Batch:
     return Batch(torch.from_numpy(x), lengths, gloss, cat)
 
 
+def batch_sampler(
+    split: PackedSplit,
+    *,
+    batch_size: int,
+    train: bool,
+    bucket: bool = True,
+    seed: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+    drop_last: bool = False,
+) -> BucketBatchSampler:
+    """The batches of clip indices one rank trains (shuffled) or evaluates (all once) on."""
+    return BucketBatchSampler(
+        split.lengths,
+        batch_size,
+        shuffle=train,
+        bucket=bucket,
+        seed=seed,
+        rank=rank,
+        world_size=world_size,
+        drop_last=drop_last,
+        train=train,
+    )
+
+
 def build_loader(
     split: PackedSplit,
     *,
@@ -96,16 +121,15 @@ def build_loader(
     split exactly once over all ranks (see ``BucketBatchSampler``). Workers, when used, are kept
     alive between epochs unless ``persistent_workers=False``.
     """
-    sampler = BucketBatchSampler(
-        split.lengths,
-        batch_size,
-        shuffle=train,
+    sampler = batch_sampler(
+        split,
+        batch_size=batch_size,
+        train=train,
         bucket=bucket,
         seed=seed,
         rank=rank,
         world_size=world_size,
         drop_last=drop_last,
-        train=train,
     )
     extra: dict[str, Any] = {}
     if num_workers > 0:

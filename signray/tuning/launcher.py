@@ -17,12 +17,15 @@ from ray.train.torch import TorchTrainer
 
 from signray.config import TrainConfig
 from signray.data import PackedSplit
+from signray.errors import ConfigError
 from signray.io import copy_file
 from signray.layout import CHECKPOINT_FILE, METRIC, MODE, RunFiles
+from signray.training.device import release_device_memory
 from signray.training.loop import train_loop
 from signray.tuning.reporters import RayReporter
+from signray.tuning.resources import TrialShape
 
-__all__ = ["export_checkpoints", "run_torch_trainer"]
+__all__ = ["export_checkpoints", "run_torch_trainer", "scaling_config"]
 
 
 def _train_worker(config: dict[str, Any]) -> None:
@@ -38,7 +41,26 @@ def _train_worker(config: dict[str, Any]) -> None:
         progress=config["progress"],
         fallback_resume=cfg.resume,
     )
-    train_loop(cfg, reporter, (train, val), device=ray.train.torch.get_device())
+    try:
+        train_loop(cfg, reporter, (train, val), device=ray.train.torch.get_device())
+    finally:
+        release_device_memory()
+
+
+def scaling_config(
+    cfg: TrainConfig, cpus_per_worker: float = 1, gpus_per_worker: float | None = None
+) -> ScalingConfig:
+    """`cfg.ray_workers` workers, each with `cpus_per_worker` CPUs and, with `use_gpu`, whole GPUs
+    (`gpus_per_worker`, default 1); a fraction is refused (NCCL needs one card per rank)."""
+    gpus = (gpus_per_worker or 1) * cfg.ray_workers if cfg.use_gpu else 0
+    shape = TrialShape(cfg.ray_workers, cpus_per_worker * cfg.ray_workers, gpus)
+    if problems := shape.problems():
+        raise ConfigError(problems)
+    return ScalingConfig(
+        num_workers=cfg.ray_workers,
+        use_gpu=cfg.use_gpu,
+        resources_per_worker=shape.worker_resources(),
+    )
 
 
 def run_torch_trainer(
@@ -56,15 +78,10 @@ def run_torch_trainer(
 ) -> ray.train.Result:
     """Fit `cfg` on `cfg.ray_workers` workers; `data` may be the splits or their object refs."""
     refs = data if isinstance(data, list) else [ray.put(split) for split in data]
-    resources: dict[str, float] = {"CPU": cpus_per_worker}
-    if cfg.use_gpu:
-        resources["GPU"] = gpus_per_worker or 1
     trainer = TorchTrainer(
         _train_worker,
         train_loop_config={"cfg": cfg, "data": refs, "progress": progress},
-        scaling_config=ScalingConfig(
-            num_workers=cfg.ray_workers, use_gpu=cfg.use_gpu, resources_per_worker=resources
-        ),
+        scaling_config=scaling_config(cfg, cpus_per_worker, gpus_per_worker),
         run_config=RunConfig(
             name=name,
             storage_path=str(Path(storage_path).resolve()),
