@@ -158,16 +158,9 @@ class TrainConfig:
             add(
                 f"`grad_clip` must be > 0 or unset, but got grad_clip={self.grad_clip}", "grad_clip"
             )
-        if self.scheduler not in SCHEDULERS:
-            add(
-                f"`scheduler` must be one of {', '.join(SCHEDULERS)}, but got {self.scheduler!r}",
-                "scheduler",
-            )
-        if self.precision not in PRECISIONS:
-            add(
-                f"`precision` must be one of {', '.join(PRECISIONS)}, but got {self.precision!r}",
-                "precision",
-            )
+        for name, allowed in (("scheduler", SCHEDULERS), ("precision", PRECISIONS)):
+            if (value := getattr(self, name)) not in allowed:
+                add(f"`{name}` must be one of {', '.join(allowed)}, but got {value!r}", name)
         if self.data_on_gpu and not self.use_gpu:
             add("`data_on_gpu` needs `use_gpu` (the splits would stay on the CPU)", "data_on_gpu")
         if self.warmup_epochs and self.scheduler != "cosine":

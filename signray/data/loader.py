@@ -105,32 +105,20 @@ def build_loader(
     *,
     batch_size: int,
     train: bool,
-    bucket: bool = True,
-    seed: int = 0,
-    rank: int = 0,
-    world_size: int = 1,
     num_workers: int = 0,
     pin_memory: bool = False,
     prefetch_factor: int | None = None,
-    drop_last: bool = False,
     persistent_workers: bool | None = None,
+    **sampling: Any,
 ) -> DataLoader[Item]:
     """A DataLoader yielding ``Batch``; call ``loader.batch_sampler.set_epoch(epoch)`` each epoch.
 
-    Training shuffles and gives every rank the same number of batches; evaluation covers the
-    split exactly once over all ranks (see ``BucketBatchSampler``). Workers, when used, are kept
-    alive between epochs unless ``persistent_workers=False``.
+    `sampling` goes to `batch_sampler` (bucket, seed, rank, world_size, drop_last). Training
+    shuffles and gives every rank the same number of batches; evaluation covers the split exactly
+    once over all ranks (see ``BucketBatchSampler``). Workers, when used, are kept alive between
+    epochs unless ``persistent_workers=False``.
     """
-    sampler = batch_sampler(
-        split,
-        batch_size=batch_size,
-        train=train,
-        bucket=bucket,
-        seed=seed,
-        rank=rank,
-        world_size=world_size,
-        drop_last=drop_last,
-    )
+    sampler = batch_sampler(split, batch_size=batch_size, train=train, **sampling)
     extra: dict[str, Any] = {}
     if num_workers > 0:
         extra["persistent_workers"] = True if persistent_workers is None else persistent_workers
