@@ -1,8 +1,9 @@
 """Benchmark 6: does bf16 autocast train as well as fp32? Final val gloss accuracy, paired seeds.
 
 The same runs of the one training loop (`train_loop`, default config: reference architecture,
-AdamW lr 1e-3, plateau schedule, batch 32) in fp32 and in bf16 autocast, for each training seed
-(init, batch order, dropout), on datasets of different structure:
+AdamW lr 1e-3, plateau schedule, batch 32) trained in fp32 and in bf16 autocast (validation is
+fp32 in both, as in every run), for each training seed (init, batch order, dropout), on
+datasets of different structure:
 
 - synthetic:  the FSL-like synthetic keypoints (`synthetic_splits`, medium difficulty): 78 points
   x (x, y) per frame, 16-60 frames, 20 confusable glosses; reference transformer.

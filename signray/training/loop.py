@@ -161,7 +161,7 @@ def train_loop(
             progress=progress,
         )
         # Unwrapped model: DDP's forward would sync buffers, and ranks hold unequal val shards.
-        vm = evaluate(model, val_loader, device=device, weights=weights, precision=precision)
+        vm = evaluate(model, val_loader, device=device, weights=weights)  # fp32: see evaluate
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             scheduler.step(vm[METRIC])
         elif scheduler is not None:

@@ -154,15 +154,18 @@ def evaluate(
     *,
     device: torch.device,
     weights: LossWeights,
-    precision: Precision = FP32,
 ) -> dict[str, float]:
-    """``val_*`` metrics over the whole split: per-rank sums are summed across ranks."""
+    """``val_*`` metrics over the whole split: per-rank sums are summed across ranks.
+
+    Always in fp32, whatever precision trained the model: the metrics that rank trials and pick
+    the best checkpoint are then computed alike for every trial, and `signray.evaluate`
+    reproduces them (a reduced-precision forward also depends on how clips are batched).
+    """
     model.eval()
     metrics = ClassificationMetrics(device)
     for batch in loader:
         batch = batch.to(device, non_blocking=True)
-        with precision.autocast():
-            gloss_logits, cat_logits = model(batch.x, batch.lengths)
+        gloss_logits, cat_logits = model(batch.x, batch.lengths)
         loss = multitask_loss(gloss_logits, cat_logits, batch.gloss, batch.cat, weights, "sum")
         metrics.update(gloss_logits, cat_logits, batch.gloss, batch.cat, loss)
     return {f"val_{k}": v for k, v in metrics.compute().items()}
