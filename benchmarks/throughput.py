@@ -14,8 +14,8 @@ training clips, lengths 16-120), for both models:
   (no packing), Adam, `loss.item()` every step.
 
 "signray" runs the default `TrainConfig` (its default `precision`, resolved for this CPU); for
-the transformer, the other precision (fp32, or bf16 where the CPU has it natively) is timed too
-as "signray_fp32" / "signray_bf16". The targets compare the defaults.
+the transformer, the other of `--precision fp32` / `--precision auto` (bf16 where the CPU has it
+natively) is timed too, as "signray_fp32" or "signray_auto". The targets compare the defaults.
 
 Each repetition runs `--steps` batches of a fresh epoch, or the whole epoch with `--epoch`
 (per-epoch speed: what a user waits for); contestants alternate (A B A B ...). The files are
@@ -303,8 +303,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "signray": SignrayStep(signray_config(model, spec), split, steps),
         }
         default = contestants["signray"].precision.name
-        other = "fp32" if default != "fp32" else ("bf16" if bf16_supported() else None)
-        if model == "transformer" and other:
+        requested = contestants["signray"].cfg.precision
+        other = "fp32" if requested != "fp32" else "auto"
+        if model == "transformer":
             step = SignrayStep(signray_config(model, spec, precision=other), split, steps)
             contestants[f"signray_{other}"] = step
         res = measure(contestants, reps)
@@ -316,6 +317,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "ratio": ratio,
             "signray_load_s": load_s,
             "signray_precision": default,
+            "signray_precision_requested": requested,
             "clips": len(split),
             "mean_length": float(split.lengths.mean()),
         }

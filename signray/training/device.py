@@ -47,9 +47,9 @@ def select_device(cfg: TrainConfig) -> torch.device:
 
 def limit_gpu_memory(fraction: float, device: torch.device | None = None) -> None:
     """Cap this process at `fraction` of the card, so trials sharing it cannot starve each other
-    (allocations past the cap raise CUDA out-of-memory in this trial only)."""
+    (allocations past the cap raise CUDA out-of-memory in this trial only); 1 lifts the cap."""
     global _memory_fraction
-    if 0 < fraction < 1 and torch.cuda.is_available():
+    if 0 < fraction <= 1 and torch.cuda.is_available():
         torch.cuda.set_per_process_memory_fraction(fraction, device)
         _memory_fraction = fraction
 

@@ -161,8 +161,9 @@ def plan_new(args: argparse.Namespace) -> TunePlan:
     if cfg.use_gpu and not options.gpus_per_trial:
         options = options.replace(gpus_per_trial=float(max(workers, 1)))  # one per worker
     shape = TrialShape.from_options(options)
-    problems += shape.problems()
-    if options.gpus_per_trial > 0 and args.address is None and not shape.problems():
+    shape_problems = shape.problems()
+    problems += shape_problems
+    if options.gpus_per_trial > 0 and args.address is None and not shape_problems:
         problems += _local_gpu_problems(shape)
     name = args.name or f"tune-{cfg.model}-{time.strftime('%Y%m%d-%H%M%S')}"
     if "/" in name or name in (".", ".."):

@@ -122,8 +122,8 @@ def _run_trial(config: dict[str, Any], *, setup: TrialSetup, data: list) -> None
         reporter = RayReporter(
             _tune_report, tune.get_checkpoint, total_epochs=cfg.epochs, progress=False
         )
-        if share := setup.shape.gpu_share:
-            limit_gpu_memory(share)  # trials sharing the card cannot starve each other
+        if setup.gpus_per_trial:  # trials sharing a card cannot starve each other
+            limit_gpu_memory(setup.shape.gpu_share or 1.0)  # (reused actors: reset each trial)
         try:
             result = train_loop(cfg, reporter, (train, val))
         finally:
