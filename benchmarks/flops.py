@@ -43,6 +43,7 @@ from benchmarks.throughput import (
     signray_config,
 )
 from signray.models import TransformerConfig
+from signray.training.precision import FP32, Precision
 from signray.training.steps import train_one_epoch
 
 __all__ = ["main", "training_flops", "gemm_rate"]
@@ -109,7 +110,7 @@ def _run(step: SignrayStep, batches: list, amp: bool = False) -> float:
         device=torch.device("cpu"),
         weights=step.weights,
         grad_clip=step.cfg.grad_clip,
-        amp=amp,
+        precision=Precision("bf16", "cpu") if amp else FP32,
     )
     return m["train_seconds"]
 

@@ -13,13 +13,15 @@ training clips, lengths 16-120), for both models:
   d_model 256 / 8 heads / 4 layers / FF 1024) or a plain GRU 2048->16->12 over the padded batch
   (no packing), Adam, `loss.item()` every step.
 
-For the transformer, signray with `--amp` (bf16 autocast) is timed too where the CPU has native
-bf16 matmuls; the target compares the default (fp32) configuration.
+"signray" runs the default `TrainConfig` (its default `precision`, resolved for this CPU); for
+the transformer, the other of `--precision fp32` / `--precision auto` (bf16 where the CPU has it
+natively) is timed too, as "signray_fp32" or "signray_auto". The targets compare the defaults.
 
-Each repetition runs `--steps` batches of a fresh epoch; contestants alternate (A B A B ...).
-The files are read back warm from the page cache, the naive loop's best case.
+Each repetition runs `--steps` batches of a fresh epoch, or the whole epoch with `--epoch`
+(per-epoch speed: what a user waits for); contestants alternate (A B A B ...). The files are
+read back warm from the page cache, the naive loop's best case.
 
-    python -m benchmarks.throughput [--reps 3] [--steps 24] [--tiny]
+    python -m benchmarks.throughput [--reps 3] [--steps 24 | --epoch] [--tiny]
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from signray.config import TrainConfig, resolve_config
 from signray.data import PackedSplit, build_loader, load_split, write_dataset
 from signray.models import build_model
 from signray.training.optim import build_optimizer
+from signray.training.precision import cpu_has_native_bf16, resolve_precision
 from signray.training.steps import LossWeights, train_one_epoch
 
 __all__ = [
@@ -67,10 +70,8 @@ BATCH = 32
 
 
 def bf16_supported() -> bool:
-    """Whether this CPU runs bf16 matmuls natively (oneDNN with AVX512-BF16 or AMX)."""
-    return bool(
-        torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    )
+    """Whether this CPU runs bf16 matmuls natively (AVX512-BF16 or AMX)."""
+    return cpu_has_native_bf16()
 
 
 def bench_dataset(
@@ -244,6 +245,7 @@ class SignrayStep:
         self.optimizer = build_optimizer(cfg, self.model)
         self.loader = build_loader(split, batch_size=cfg.batch_size, train=True, bucket=cfg.bucket)
         self.weights = LossWeights(cfg.gloss_weight, cfg.cat_weight, cfg.label_smoothing)
+        self.precision = resolve_precision(cfg.precision, torch.device("cpu"))
         self.steps, self.epoch = steps, 0
 
     def __call__(self) -> tuple[int, float]:
@@ -256,7 +258,7 @@ class SignrayStep:
             device=torch.device("cpu"),
             weights=self.weights,
             grad_clip=self.cfg.grad_clip,
-            amp=self.cfg.amp,
+            precision=self.precision,
             progress=lambda batches, _: itertools.islice(batches, self.steps),
         )
         return int(m["train_frames"]), m["train_seconds"]
@@ -273,6 +275,7 @@ def measure(contestants: dict[str, Any], reps: int) -> dict[str, dict[str, Any]]
         out[name] = {
             "frames_per_s": rates,
             "median_frames_per_s": median(rates),
+            "median_seconds": median(seconds for _, seconds in values),
             "frames_per_rep": [frames for frames, _ in values],
         }
     return out
@@ -281,6 +284,7 @@ def measure(contestants: dict[str, Any], reps: int) -> dict[str, dict[str, Any]]
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = base_parser("throughput", __doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=None, help="batches per repetition (default 24)")
+    p.add_argument("--epoch", action="store_true", help="whole epochs per repetition")
     p.add_argument(
         "--models",
         nargs="+",
@@ -293,7 +297,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         torch.set_num_threads(args.threads)
     spec = TINY_DATA if args.tiny else FULL_DATA
     reps = args.reps or (1 if args.tiny else 3)
-    steps = args.steps or (2 if args.tiny else 24)
+    steps = None if args.epoch else args.steps or (2 if args.tiny else 24)
     torch.manual_seed(0)
     tic = time.perf_counter()
     root = bench_dataset(spec)
@@ -308,9 +312,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "naive": NaiveStep(root, model, spec, steps),
             "signray": SignrayStep(signray_config(model, spec), split, steps),
         }
-        if model == "transformer" and bf16_supported():
-            amp = SignrayStep(signray_config(model, spec, amp=True), split, steps)
-            contestants["signray_amp_bf16"] = amp
+        default = contestants["signray"].precision.name
+        requested = contestants["signray"].cfg.precision
+        other = "fp32" if requested != "fp32" else "auto"
+        if model == "transformer":
+            step = SignrayStep(signray_config(model, spec, precision=other), split, steps)
+            contestants[f"signray_{other}"] = step
         res = measure(contestants, reps)
         for r in res.values():
             r["ratio_to_naive"] = r["median_frames_per_s"] / res["naive"]["median_frames_per_s"]
@@ -319,6 +326,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             **res,
             "ratio": ratio,
             "signray_load_s": load_s,
+            "signray_precision": default,
+            "signray_precision_requested": requested,
             "clips": len(split),
             "mean_length": float(split.lengths.mean()),
         }

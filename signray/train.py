@@ -17,8 +17,10 @@ from signray.errors import ConfigError
 from signray.layout import RunFiles
 from signray.storage import Location, RemotePath, absolute, as_location, writable_problem
 from signray.training.checkpoint import load_checkpoint, model_from_checkpoint
+from signray.training.device import select_device
 from signray.training.inputs import check_inputs, load_inputs
 from signray.training.loop import LoopResult, resume_problems, train_loop
+from signray.training.precision import resolve_precision
 from signray.training.reporters import FileReporter, batch_progress
 from signray.training.steps import LossWeights, evaluate
 
@@ -143,9 +145,14 @@ def train(cfg: TrainConfig, args: argparse.Namespace) -> LoopResult:
         if problems:
             raise ConfigError(problems)
     save_config(cfg, files.config)
+    precision = cfg.precision
+    if cfg.ray_workers == 1:  # what `auto` means here (Ray workers decide on their own devices)
+        device = select_device(cfg)
+        precision = f"{resolve_precision(cfg.precision, device).name} on {device.type}"
     print(
         f"signray.train: model {cfg.model}, {len(data.train)} train / {len(data.val)} val "
-        f"clips, D={data.train.feature_dim}, {cfg.epochs} epochs, output {cfg.output_dir}",
+        f"clips, D={data.train.feature_dim}, {cfg.epochs} epochs, precision {precision}, "
+        f"output {cfg.output_dir}",
         flush=True,
     )
     if cfg.ray_workers > 1:

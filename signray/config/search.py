@@ -32,7 +32,11 @@ class SearchOptions:
     cpus_per_trial: float = option(
         1.0, "CPUs per trial, shared by its workers; also its torch threads"
     )
-    gpus_per_trial: float = option(0.0, "GPUs per trial, fractions allowed, shared by its workers")
+    gpus_per_trial: float = option(
+        0.0,
+        "GPUs per trial: below 1 one-worker trials share a GPU (0.25 = 4 per card); "
+        "N workers need whole GPUs each (N, 2N, ...)",
+    )
     workers_per_trial: int | None = option(
         None,
         "1: train inside the trial; N > 1: N DDP workers (a TorchTrainer) per trial",

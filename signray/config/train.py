@@ -19,6 +19,7 @@ from signray.models import arch_fields, build_model, get_model_spec, list_models
 
 __all__ = [
     "DATA_MODES",
+    "PRECISIONS",
     "SCHEDULERS",
     "TRAIN_FIELDS",
     "TrainConfig",
@@ -29,6 +30,7 @@ __all__ = [
 
 SCHEDULERS = ("plateau", "cosine", "none")
 DATA_MODES = ("auto", "memory", "stream")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # resolved per device by training.precision
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,12 @@ class TrainConfig:
     gloss_weight: float = option(0.5, "weight of the gloss loss")
     cat_weight: float = option(0.5, "weight of the category loss")
     grad_clip: float | None = option(1.0, "clip the gradient norm to this value (0 = off)")
-    amp: bool = option(False, "mixed precision: fp16 + GradScaler on CUDA, bf16 autocast on CPU")
+    precision: str = option(
+        "fp32",
+        "auto (bf16 where native: CUDA capability >= 8.0, CPUs with AVX512-BF16/AMX; fp16 + "
+        "GradScaler on older GPUs; else fp32), fp32, bf16, or fp16 (+ GradScaler)",
+    )
+    amp: bool = option(False, "alias: --amp is --precision auto, --no-amp is --precision fp32")
     scheduler: str = option("plateau", "LR schedule: plateau (on val gloss acc), cosine, none")
     scheduler_patience: int = option(5, "plateau: epochs without improvement before the LR halves")
     warmup_epochs: int = option(0, "linear warmup epochs before cosine decay")
@@ -86,7 +93,15 @@ class TrainConfig:
     )
     log_csv: str | None = option(None, "CSV log path (default: OUTPUT_DIR/{ModelName}_log.csv)")
     num_workers: int = option(0, "DataLoader worker processes (0: load in the training process)")
-    pin_memory: bool = option(False, "page-locked batches for asynchronous copies to the GPU")
+    pin_memory: bool | None = option(
+        None, "page-locked batches for asynchronous copies to the GPU (default: on with CUDA)"
+    )
+    data_on_gpu: bool | None = option(
+        None,
+        "keep both packed splits in GPU memory and cut batches there (default: on with CUDA "
+        "when they fit in a quarter of the GPU memory this process may use)",
+    )
+    compile: bool = option(False, "torch.compile the model for training (slower on CPU)")
     prefetch_factor: int | None = option(None, "batches each DataLoader worker prepares ahead")
     seed: int = option(42, "seed of every random number generator")
     deterministic: bool = option(False, "deterministic kernels (slower)")
@@ -151,11 +166,12 @@ class TrainConfig:
             add(
                 f"`grad_clip` must be > 0 or unset, but got grad_clip={self.grad_clip}", "grad_clip"
             )
-        if self.scheduler not in SCHEDULERS:
-            add(
-                f"`scheduler` must be one of {', '.join(SCHEDULERS)}, but got {self.scheduler!r}",
-                "scheduler",
-            )
+        choices = (("scheduler", SCHEDULERS), ("precision", PRECISIONS), ("data_mode", DATA_MODES))
+        for name, allowed in choices:
+            if (value := getattr(self, name)) not in allowed:
+                add(f"`{name}` must be one of {', '.join(allowed)}, but got {value!r}", name)
+        if self.data_on_gpu and not self.use_gpu:
+            add("`data_on_gpu` needs `use_gpu` (the splits would stay on the CPU)", "data_on_gpu")
         if self.warmup_epochs and self.scheduler != "cosine":
             add(
                 f"`warmup_epochs` applies to the cosine scheduler only, but got "
@@ -169,11 +185,6 @@ class TrainConfig:
                 f"epochs={self.epochs}",
                 "warmup_epochs",
                 "epochs",
-            )
-        if self.data_mode not in DATA_MODES:
-            add(
-                f"`data_mode` must be one of {', '.join(DATA_MODES)}, but got {self.data_mode!r}",
-                "data_mode",
             )
         if self.prefetch_factor is not None and self.num_workers == 0:
             add(
@@ -267,6 +278,7 @@ def resolve_config(
                     [key],
                 )
             )
+    problems.extend(_apply_amp_alias(top, base))
     if problems:
         raise ConfigError(problems, title=_title(source))
     cfg = dataclasses.replace(base, **top, arch=arch)
@@ -275,6 +287,28 @@ def resolve_config(
         raise ConfigError(problems, title=_title(source))
     # Store the complete architecture so saved configs are self-describing.
     return dataclasses.replace(cfg, arch=asdict(cfg.arch_config))
+
+
+def _apply_amp_alias(top: dict[str, Any], base: TrainConfig) -> list[Problem]:
+    """`amp` is an alias of `precision` (older configs and checkpoints have only `amp`).
+
+    Given alone, ``amp: true`` keeps a mixed precision the base already has, else means ``auto``;
+    ``amp: false`` means ``fp32``. Afterwards `amp` always says whether the run is mixed
+    (``precision != fp32``), so saved configs read back the same.
+    """
+    if "amp" in top and "precision" in top and top["amp"] != (top["precision"] != "fp32"):
+        return [
+            Problem(
+                f"`amp` and `precision` disagree: amp={top['amp']}, precision="
+                f"{top['precision']!r} (amp is an alias: true = a mixed precision, false = fp32)",
+                ["amp", "precision"],
+            )
+        ]
+    if "amp" in top and "precision" not in top:
+        mixed = base.precision if base.precision != "fp32" else "auto"
+        top["precision"] = mixed if top["amp"] else "fp32"
+    top["amp"] = top.get("precision", base.precision) != "fp32"
+    return []
 
 
 def _title(source: str | None) -> str:

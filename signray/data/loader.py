@@ -16,7 +16,7 @@ from signray.data.packed import Split
 from signray.data.samplers import BucketBatchSampler, ShardBatchSampler
 from signray.data.streaming import ShardStream
 
-__all__ = ["Batch", "ClipDataset", "build_loader", "collate_padded"]
+__all__ = ["Batch", "ClipDataset", "batch_sampler", "build_loader", "collate_padded"]
 
 Item = tuple[np.ndarray, int, int]
 
@@ -86,7 +86,7 @@ def collate_padded(items: Sequence[Item]) -> Batch:
     return Batch(x, lengths, gloss, cat)
 
 
-def build_loader(
+def batch_sampler(
     split: Split | ShardStream,
     *,
     batch_size: int,
@@ -95,33 +95,43 @@ def build_loader(
     seed: int = 0,
     rank: int = 0,
     world_size: int = 1,
+    drop_last: bool = False,
+) -> tuple[Dataset[Item], BucketBatchSampler | ShardBatchSampler]:
+    """The clips one rank reads and the batches of their indices it trains (shuffled) or
+    evaluates (all once) on. A split in memory is sampled with one global permutation
+    (``BucketBatchSampler``); a `ShardStream` gives this rank its own shards and shard-local
+    orders (``ShardBatchSampler``, see `signray.data.streaming`)."""
+    if isinstance(split, ShardStream):
+        shards = split.for_rank(rank, world_size)
+        return shards, ShardBatchSampler(
+            shards.sizes, shards.lengths, batch_size, bucket=bucket, seed=seed, rank=rank,
+            train=train, epoch_clips=split.epoch_clips(world_size) if train else None,
+        )  # fmt: skip
+    return ClipDataset(split), BucketBatchSampler(
+        split.lengths, batch_size, shuffle=train, bucket=bucket, seed=seed, rank=rank,
+        world_size=world_size, drop_last=drop_last, train=train,
+    )  # fmt: skip
+
+
+def build_loader(
+    split: Split | ShardStream,
+    *,
+    batch_size: int,
+    train: bool,
     num_workers: int = 0,
     pin_memory: bool = False,
     prefetch_factor: int | None = None,
-    drop_last: bool = False,
     persistent_workers: bool | None = None,
+    **sampling: Any,
 ) -> DataLoader[Item]:
     """A DataLoader yielding ``Batch``; call ``loader.batch_sampler.set_epoch(epoch)`` each epoch.
 
-    Training shuffles and gives every rank the same number of batches; evaluation covers the
-    split exactly once over all ranks. A split in memory is sampled with one global permutation
-    (``BucketBatchSampler``); a `ShardStream` gives this rank its own shards and shard-local
-    orders (``ShardBatchSampler``, see `signray.data.streaming`). Workers, when used, are kept
-    alive between epochs unless ``persistent_workers=False``.
+    `sampling` goes to `batch_sampler` (bucket, seed, rank, world_size, drop_last). Training
+    shuffles and gives every rank the same number of batches; evaluation covers the split exactly
+    once over all ranks. Workers, when used, are kept alive between epochs unless
+    ``persistent_workers=False``.
     """
-    dataset: Dataset[Item]
-    if isinstance(split, ShardStream):
-        dataset = split.for_rank(rank, world_size)
-        sampler: BucketBatchSampler | ShardBatchSampler = ShardBatchSampler(
-            dataset.sizes, dataset.lengths, batch_size, bucket=bucket, seed=seed, rank=rank,
-            train=train, epoch_clips=split.epoch_clips(world_size) if train else None,
-        )  # fmt: skip
-    else:
-        dataset = ClipDataset(split)
-        sampler = BucketBatchSampler(
-            split.lengths, batch_size, shuffle=train, bucket=bucket, seed=seed, rank=rank,
-            world_size=world_size, drop_last=drop_last, train=train,
-        )  # fmt: skip
+    dataset, sampler = batch_sampler(split, batch_size=batch_size, train=train, **sampling)
     extra: dict[str, Any] = {}
     if num_workers > 0:
         extra["persistent_workers"] = True if persistent_workers is None else persistent_workers

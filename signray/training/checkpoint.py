@@ -4,7 +4,8 @@ safe loading, and rebuilding a model from a checkpoint file.
 Files are written with `signray.io.atomic_write` (a kill leaves the old file or the new one) and
 read with ``torch.load(weights_only=True)``: a crafted pickle is refused, never run. Either may be
 a local path or an object-store URI (``s3://bucket/runs/x/SignTransformer_best.pt``). Format 1
-(written before the restructure, with ``rng_torch``) still loads.
+(written before the restructure, with ``rng_torch``) and format 2 (before `precision` and the
+CUDA generator state) still load.
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ __all__ = [
     "save_checkpoint",
 ]
 
-CHECKPOINT_FORMAT = 2
-_READABLE_FORMATS = (1, 2)
+CHECKPOINT_FORMAT = 3
+_READABLE_FORMATS = (1, 2, 3)
 
 
 @dataclass
@@ -55,7 +56,9 @@ class Checkpoint:
     optimizer: dict[str, Any] | None = None
     scheduler: dict[str, Any] | None = None
     scaler: dict[str, Any] | None = None
-    rng: dict[str, Any] = field(default_factory=dict)  # "torch": the CPU generator state
+    # "torch": the CPU generator state; "cuda": the GPU's, when trained on one
+    rng: dict[str, Any] = field(default_factory=dict)
+    precision: str | None = None  # what training computed in (fp32, bf16, fp16); None: unknown
 
     @classmethod
     def for_config(cls, cfg: TrainConfig, input_dim: int, **fields: Any) -> Checkpoint:

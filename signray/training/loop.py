@@ -18,12 +18,20 @@ import torch.distributed as dist
 from torch import nn
 
 from signray.config import TrainConfig
-from signray.data import PackedSplit, build_loader
+from signray.data import PackedSplit
 from signray.errors import ConfigError
 from signray.layout import METRIC
 from signray.training.checkpoint import Checkpoint
+from signray.training.device import (
+    build_batches,
+    peak_memory_mb,
+    restore_rng_state,
+    rng_state,
+    select_device,
+)
 from signray.training.inputs import TrainingData, load_inputs
 from signray.training.optim import build_optimizer, build_scheduler, seed_everything
+from signray.training.precision import resolve_precision
 from signray.training.reporters import Reporter
 from signray.training.steps import LossWeights, ProgressFn, evaluate, train_one_epoch
 
@@ -56,14 +64,6 @@ def world_info() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
-
-
-def _default_device(cfg: TrainConfig) -> torch.device:
-    if cfg.use_gpu:
-        if not torch.cuda.is_available():
-            raise ConfigError(["`use_gpu` is set but CUDA is not available on this machine"])
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
 
 
 def _local_batch_size(cfg: TrainConfig, world_size: int) -> int:
@@ -109,7 +109,7 @@ def train_loop(
     `progress` wraps each epoch's training batches (the single run's tqdm bar); off by default.
     """
     rank, world_size = world_info()
-    device = device or _default_device(cfg)
+    device = device or select_device(cfg)
     local_batch = _local_batch_size(cfg, world_size)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
@@ -125,29 +125,25 @@ def train_loop(
     model.input_norm.set_stats(norm.mean, norm.std)  # a resumed checkpoint's replace these
     optimizer = build_optimizer(cfg, model)
     scheduler = build_scheduler(cfg, optimizer)
-    scaler = torch.amp.GradScaler("cuda") if cfg.amp and device.type == "cuda" else None
+    precision = resolve_precision(cfg.precision, device)
+    scaler = precision.grad_scaler()
 
     state = _Progress()
     resumed = reporter.resume_state()
     if resumed is not None:
         state = _restore(resumed, cfg, data.feature_dim, model, optimizer, scheduler, scaler)
+        restore_rng_state(resumed.rng, device)
 
     trained: nn.Module = model
     if world_size > 1:
         ids = [device.index] if device.type == "cuda" else None
         trained = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    if cfg.compile:
+        trained = torch.compile(trained, dynamic=True)  # clip lengths vary from batch to batch
 
-    loader_args = dict(
-        bucket=cfg.bucket,
-        seed=cfg.seed,
-        rank=rank,
-        world_size=world_size,
-        num_workers=cfg.num_workers,
-        pin_memory=cfg.pin_memory,
-        prefetch_factor=cfg.prefetch_factor,
+    train_loader, val_loader = build_batches(
+        cfg, (train, val), device, batch_size=local_batch, rank=rank, world_size=world_size
     )
-    train_loader = build_loader(train, batch_size=local_batch, train=True, **loader_args)
-    val_loader = build_loader(val, batch_size=local_batch, train=False, **loader_args)
     weights = LossWeights(cfg.gloss_weight, cfg.cat_weight, cfg.label_smoothing)
 
     metrics: dict[str, float] = state.history[-1] if state.history else {}
@@ -166,13 +162,13 @@ def train_loop(
             device=device,
             weights=weights,
             scaler=scaler,
-            amp=cfg.amp,
+            precision=precision,
             grad_clip=cfg.grad_clip,
             epoch=epoch,
             progress=progress,
         )
         # Unwrapped model: DDP's forward would sync buffers, and ranks hold unequal val shards.
-        vm = evaluate(model, val_loader, device=device, weights=weights, amp=cfg.amp)
+        vm = evaluate(model, val_loader, device=device, weights=weights)  # fp32: see evaluate
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             scheduler.step(vm[METRIC])
         elif scheduler is not None:
@@ -194,6 +190,8 @@ def train_loop(
             "best_val_gloss_acc": state.best,
             "best_epoch": state.best_epoch,
         }
+        if (peak := peak_memory_mb(device)) is not None:
+            metrics["gpu_peak_memory_mb"] = peak
         state.history.append(metrics)
         snapshot = functools.partial(
             _checkpoint,
@@ -204,6 +202,8 @@ def train_loop(
             scheduler,
             scaler,
             dataclasses.replace(state, history=list(state.history)),
+            precision=precision.name,
+            device=device,
         )
         reporter.report(metrics, snapshot, is_best=is_best)
     return LoopResult(
@@ -217,7 +217,7 @@ def train_loop(
 
 
 def _checkpoint(
-    cfg, input_dim, model, optimizer, scheduler, scaler, state: _Progress
+    cfg, input_dim, model, optimizer, scheduler, scaler, state: _Progress, *, precision, device
 ) -> Checkpoint:
     """The checkpoint of `state`; built only by the rank and epochs that save one."""
     return Checkpoint.for_config(
@@ -233,7 +233,8 @@ def _checkpoint(
         optimizer=optimizer.state_dict(),
         scheduler=scheduler.state_dict() if scheduler is not None else None,
         scaler=scaler.state_dict() if scaler is not None else None,
-        rng={"torch": torch.get_rng_state()},
+        rng=rng_state(device),
+        precision=precision,
     )
 
 
@@ -255,8 +256,6 @@ def _restore(ckpt, cfg, input_dim, model, optimizer, scheduler, scaler) -> _Prog
         scheduler.load_state_dict(ckpt.scheduler)
     if scaler is not None and ckpt.scaler is not None:
         scaler.load_state_dict(ckpt.scaler)
-    if ckpt.rng.get("torch") is not None:
-        torch.set_rng_state(ckpt.rng["torch"])
     return _Progress(
         ckpt.epoch, ckpt.best_metric, ckpt.best_epoch, ckpt.bad_epochs, list(ckpt.history)
     )

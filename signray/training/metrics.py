@@ -48,7 +48,8 @@ class ClassificationMetrics:
                 (gloss_logits.argmax(dim=1) == gloss).sum().double(),
                 (topk == gloss[:, None]).any(dim=1).sum().double(),
                 (cat_logits.argmax(dim=1) == cat).sum().double(),
-                torch.tensor(len(gloss), dtype=torch.float64, device=self._sums.device),
+                # a fill on the device; torch.tensor(n, device=cuda) would copy and sync
+                torch.full((), len(gloss), dtype=torch.float64, device=self._sums.device),
             ]
         )
 

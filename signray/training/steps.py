@@ -1,8 +1,14 @@
-"""One epoch of training and one pass of evaluation; both return plain metric dicts."""
+"""One epoch of training and one pass of evaluation; both return plain metric dicts.
+
+The training step never waits for the device: the loss, sample and frame counts accumulate in
+device tensors, and a non-finite loss is flagged on the device too (with the first bad step).
+The host reads them every `NONFINITE_CHECK_EVERY` steps and at the end of the epoch, so a
+diverged run stops within that many steps with the same message, and a CUDA stream runs ahead
+of Python in between.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -13,15 +19,19 @@ from torch import nn
 
 from signray.errors import NonFiniteLossError
 from signray.training.metrics import ClassificationMetrics, all_reduce_sum
+from signray.training.precision import FP32, Precision
 
 __all__ = [
+    "NONFINITE_CHECK_EVERY",
     "LossWeights",
     "ProgressFn",
-    "autocast",
     "evaluate",
     "multitask_loss",
     "train_one_epoch",
 ]
+
+# Steps between two host reads of the device-side non-finite flag (one sync each).
+NONFINITE_CHECK_EVERY = 50
 
 
 # Wraps one epoch's batches for display, e.g. a tqdm bar: (batches, epoch index) -> batches.
@@ -50,12 +60,32 @@ def multitask_loss(
     return weights.gloss * g + weights.cat * c
 
 
-def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
-    """fp16 on CUDA (paired with a GradScaler), bf16 on CPU, or nothing."""
-    if not enabled:
-        return contextlib.nullcontext()
-    dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
-    return torch.autocast(device_type=device.type, dtype=dtype)
+class _NonFinite:
+    """First non-finite loss of an epoch, recorded on the device: (step, value), step -1 if none."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.first = torch.full((2,), -1.0, dtype=torch.float64, device=device)
+
+    def update(self, loss: torch.Tensor, step: int) -> None:
+        bad = ~torch.isfinite(loss.detach()) & (self.first[0] < 0)
+        here = torch.stack([torch.full_like(self.first[0], step), loss.detach().double()])
+        self.first = torch.where(bad, here, self.first)
+
+    def check(self, epoch: int) -> None:
+        """Raise if any rank saw a non-finite loss (all ranks stop together: no DDP hang)."""
+        ranks_bad = (self.first[:1] >= 0).double()
+        all_reduce_sum(ranks_bad)
+        if not ranks_bad.item():  # the one host sync
+            return
+        step, value = self.first.tolist()
+        where = (
+            f"became {value} at epoch {epoch + 1}, step {int(step) + 1}"
+            if step >= 0
+            else f"became non-finite on another DDP rank in epoch {epoch + 1}"
+        )
+        raise NonFiniteLossError(
+            f"training loss {where}; lower `lr`, set `grad_clip`, or check the input data"
+        )
 
 
 def train_one_epoch(
@@ -66,7 +96,7 @@ def train_one_epoch(
     device: torch.device,
     weights: LossWeights,
     scaler: torch.amp.GradScaler | None = None,
-    amp: bool = False,
+    precision: Precision = FP32,
     grad_clip: float | None = None,
     epoch: int = 0,
     progress: ProgressFn | None = None,
@@ -77,18 +107,17 @@ def train_one_epoch(
     """
     model.train()
     totals = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, samples, frames
+    nonfinite = _NonFinite(device)
     start = time.perf_counter()
     batches = progress(loader, epoch) if progress is not None else loader
     for step, batch in enumerate(batches):
         batch = batch.to(device, non_blocking=True)
-        with autocast(device, amp):
+        with precision.autocast():
             gloss_logits, cat_logits = model(batch.x, batch.lengths)
         loss = multitask_loss(gloss_logits, cat_logits, batch.gloss, batch.cat, weights)
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(
-                f"training loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
-                "lower `lr`, set `grad_clip`, or check the input data"
-            )
+        nonfinite.update(loss, step)
+        if (step + 1) % NONFINITE_CHECK_EVERY == 0:
+            nonfinite.check(epoch)
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -106,6 +135,7 @@ def train_one_epoch(
         totals[0] += loss.detach().double() * n
         totals[1] += n
         totals[2] += batch.lengths.sum()
+    nonfinite.check(epoch)  # waits for the device, so `seconds` includes its queued work
     seconds = time.perf_counter() - start
     all_reduce_sum(totals)
     loss_sum, samples, frames = totals.tolist()
@@ -124,15 +154,18 @@ def evaluate(
     *,
     device: torch.device,
     weights: LossWeights,
-    amp: bool = False,
 ) -> dict[str, float]:
-    """``val_*`` metrics over the whole split: per-rank sums are summed across ranks."""
+    """``val_*`` metrics over the whole split: per-rank sums are summed across ranks.
+
+    Always in fp32, whatever precision trained the model: the metrics that rank trials and pick
+    the best checkpoint are then computed alike for every trial, and `signray.evaluate`
+    reproduces them (a reduced-precision forward also depends on how clips are batched).
+    """
     model.eval()
     metrics = ClassificationMetrics(device)
     for batch in loader:
         batch = batch.to(device, non_blocking=True)
-        with autocast(device, amp):
-            gloss_logits, cat_logits = model(batch.x, batch.lengths)
+        gloss_logits, cat_logits = model(batch.x, batch.lengths)
         loss = multitask_loss(gloss_logits, cat_logits, batch.gloss, batch.cat, weights, "sum")
         metrics.update(gloss_logits, cat_logits, batch.gloss, batch.cat, loss)
     return {f"val_{k}": v for k, v in metrics.compute().items()}

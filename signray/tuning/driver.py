@@ -7,16 +7,14 @@ from __future__ import annotations
 import sys
 import time
 
-import ray
-
 from signray.analysis.report import write_report
-from signray.config.search import SearchOptions
 from signray.errors import ConfigError
 from signray.layout import Status
 from signray.storage import RemotePath
 from signray.training.inputs import check_inputs
 from signray.tuning.cluster import init_ray
 from signray.tuning.plan import TunePlan
+from signray.tuning.resources import TrialShape, cluster_nodes
 from signray.tuning.results import format_summary, quiet_missing_results, write_outputs
 from signray.tuning.trial import TrialSetup
 from signray.tuning.trial_data import evaluate_remotely, prepare_trial_data
@@ -25,18 +23,13 @@ from signray.tuning.tuner import build_tuner, can_restore, restore_tuner
 __all__ = ["run_search"]
 
 
-def _concurrency_warning(o: SearchOptions) -> str | None:
-    """Multi-worker trials reserve their workers outside Tune: too many at once would wait."""
-    if o.workers_per_trial == 1 or not o.max_concurrent:
-        return None
-    cpus = ray.cluster_resources().get("CPU", 0)
-    if o.max_concurrent <= int(cpus // o.cpus_per_trial):
-        return None
-    return (
-        f"WARNING: --max-concurrent {o.max_concurrent} trials of {o.cpus_per_trial:g} CPUs "
-        f"do not fit this cluster's {cpus:g} CPUs; the extra trials' worker groups will wait "
-        "for resources (and may time out)"
-    )
+def _check_cluster(shape: TrialShape, max_concurrent: int | None, address: str | None) -> None:
+    """Exit 2 before any trial when the cluster cannot run one (Tune would wait forever)."""
+    nodes = cluster_nodes()
+    if problems := shape.cluster_problems(nodes, address or "this machine"):
+        raise ConfigError(problems)
+    if warning := shape.concurrency_warning(max_concurrent, nodes):
+        print(warning, file=sys.stderr, flush=True)
 
 
 def run_search(
@@ -66,8 +59,7 @@ def run_search(
         print("search space:\n  " + plan.space.describe().replace("\n", "\n  "), flush=True)
 
     init_ray(address, dashboard_host=dashboard_host, dashboard_port=dashboard_port)
-    if warning := _concurrency_warning(o):
-        print(warning, file=sys.stderr, flush=True)
+    _check_cluster(TrialShape.from_options(o), o.max_concurrent, address)
     data = prepare_trial_data(plan.base, summary)
     root = plan.files.root
     setup = TrialSetup(

@@ -20,15 +20,18 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from signray.config import TrainConfig
+from signray.errors import ConfigError
 from signray.io import copy_file
 from signray.layout import CHECKPOINT_FILE, METRIC, MODE, RunFiles
 from signray.storage import Location, RemotePath, filesystem_and_path
+from signray.training.device import release_device_memory
 from signray.training.loop import train_loop
 from signray.tuning.placement_groups import PG_METRIC, current_placement_group_id
 from signray.tuning.reporters import RayReporter
+from signray.tuning.resources import TrialShape
 from signray.tuning.trial_data import TrialData
 
-__all__ = ["export_checkpoints", "run_torch_trainer"]
+__all__ = ["export_checkpoints", "run_torch_trainer", "scaling_config"]
 
 
 def _train_worker(config: dict[str, Any]) -> None:
@@ -45,7 +48,26 @@ def _train_worker(config: dict[str, Any]) -> None:
         fallback_resume=cfg.resume,
         tags={PG_METRIC: current_placement_group_id()},
     )
-    train_loop(cfg, reporter, data.open(), device=ray.train.torch.get_device())
+    try:
+        train_loop(cfg, reporter, data.open(), device=ray.train.torch.get_device())
+    finally:
+        release_device_memory()
+
+
+def scaling_config(
+    cfg: TrainConfig, cpus_per_worker: float = 1, gpus_per_worker: float | None = None
+) -> ScalingConfig:
+    """`cfg.ray_workers` workers, each with `cpus_per_worker` CPUs and, with `use_gpu`, whole GPUs
+    (`gpus_per_worker`, default 1); a fraction is refused (NCCL needs one card per rank)."""
+    gpus = (gpus_per_worker or 1) * cfg.ray_workers if cfg.use_gpu else 0
+    shape = TrialShape(cfg.ray_workers, cpus_per_worker * cfg.ray_workers, gpus)
+    if problems := shape.problems():
+        raise ConfigError(problems)
+    return ScalingConfig(
+        num_workers=cfg.ray_workers,
+        use_gpu=cfg.use_gpu,
+        resources_per_worker=shape.worker_resources(),
+    )
 
 
 def run_torch_trainer(
@@ -62,16 +84,11 @@ def run_torch_trainer(
     progress: bool = True,
 ) -> ray.train.Result:
     """Fit `cfg` on `cfg.ray_workers` workers, each opening `data` where it runs."""
-    resources: dict[str, float] = {"CPU": cpus_per_worker}
-    if cfg.use_gpu:
-        resources["GPU"] = gpus_per_worker or 1
     filesystem, path = filesystem_and_path(storage_path)
     trainer = TorchTrainer(
         _train_worker,
         train_loop_config={"cfg": cfg, "data": data, "progress": progress},
-        scaling_config=ScalingConfig(
-            num_workers=cfg.ray_workers, use_gpu=cfg.use_gpu, resources_per_worker=resources
-        ),
+        scaling_config=scaling_config(cfg, cpus_per_worker, gpus_per_worker),
         run_config=RunConfig(
             name=name,
             storage_path=path,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import sys
 import time
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from signray.storage import (
     writable_problem,
 )
 from signray.tuning.address import cluster_target
+from signray.tuning.resources import TrialShape
 
 __all__ = ["DEFAULT_SPACES", "SMOKE", "TunePlan", "packaged_space", "plan_new", "plan_resume"]
 
@@ -116,6 +118,21 @@ def _local_only_problems(files: ExperimentFiles, opts: SearchOptions, where: str
     return []
 
 
+def _local_gpu_problems(shape: TrialShape) -> list[str]:
+    """Whether this machine has the GPUs one trial needs (the cluster started here uses them)."""
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    need = math.ceil(shape.gpus_per_trial)
+    if count >= need:
+        return []
+    has = "no CUDA GPU" if not count else f"{count} CUDA GPU(s)"
+    return [
+        f"a trial needs {shape.describe()} but this machine has {has} (join a GPU cluster "
+        "with --address or RAY_ADDRESS, or lower --gpus-per-trial)"
+    ]
+
+
 def plan_new(args: argparse.Namespace) -> TunePlan:
     """Validate a new search from the tune command's flags; every problem at once."""
     file_values = load_config_file(args.config) if args.config else {}
@@ -151,15 +168,12 @@ def plan_new(args: argparse.Namespace) -> TunePlan:
         space = load_search_space(space_file, cfg.model, cfg)
         cfg = space.apply_fixed(cfg)
     if cfg.use_gpu and not options.gpus_per_trial:
-        options = options.replace(gpus_per_trial=1.0)
-    if options.gpus_per_trial > 0 and cluster_target(args.address).local:
-        import torch
-
-        if not torch.cuda.is_available():
-            problems.append(
-                "`--gpus-per-trial` > 0 but this machine has no CUDA GPU (join a GPU cluster "
-                "with --address or RAY_ADDRESS)"
-            )
+        options = options.replace(gpus_per_trial=float(max(workers, 1)))  # one per worker
+    shape = TrialShape.from_options(options)
+    shape_problems = shape.problems()
+    problems += shape_problems
+    if options.gpus_per_trial > 0 and cluster_target(args.address).local and not shape_problems:
+        problems += _local_gpu_problems(shape)
     name = args.name or f"tune-{cfg.model}-{time.strftime('%Y%m%d-%H%M%S')}"
     if "/" in name or name in (".", ".."):
         problems.append(f"`--name` must be a plain folder name, but got {name!r}")

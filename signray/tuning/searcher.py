@@ -8,10 +8,8 @@ own iteration counter.
 from __future__ import annotations
 
 import logging
-import math
 from typing import Any
 
-import ray
 from ray import tune
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
@@ -19,6 +17,7 @@ from ray.tune.search.optuna import OptunaSearch
 from signray.config.search import SearchOptions
 from signray.config.search_space import SearchSpace
 from signray.layout import METRIC, MODE, TIME_ATTR
+from signray.tuning.resources import TrialShape, cluster_nodes
 
 __all__ = [
     "PruningAwareOptunaSearch",
@@ -138,14 +137,11 @@ def build_scheduler(opts: SearchOptions, max_t: int):
 
 
 def default_max_concurrent(opts: SearchOptions) -> int:
-    """How many trials the cluster can run at once, from its CPUs and GPUs.
+    """How many trials the cluster can run at once, from its nodes' CPUs and GPUs (with GPUs
+    asked for, the GPUs usually decide: 4 trials per card at --gpus-per-trial 0.25).
 
     Tune accounts for one-worker trials itself; a multi-worker trial's workers are reserved by
     Ray Train, outside Tune's view, so without this limit Tune would start trials whose worker
     groups wait for resources until Train's start-up timeout.
     """
-    resources = ray.cluster_resources()
-    fits = [math.floor(resources.get("CPU", 0) / opts.cpus_per_trial + 1e-9)]
-    if opts.gpus_per_trial:
-        fits.append(math.floor(resources.get("GPU", 0) / opts.gpus_per_trial + 1e-9))
-    return max(1, min(fits))
+    return max(1, TrialShape.from_options(opts).trials_that_fit(cluster_nodes()))

@@ -36,15 +36,13 @@ from signray.config import TrainConfig, resolve_config
 from signray.io import write_text
 from signray.layout import ExperimentFiles
 from signray.storage import RemotePath
+from signray.training.device import limit_gpu_memory, release_device_memory
 from signray.training.loop import train_loop
 from signray.tuning.reporters import RayReporter
+from signray.tuning.resources import TrialShape
 from signray.tuning.trial_data import TrialData
 
 __all__ = ["TrialSetup", "make_trainable", "trial_config"]
-# A multi-worker trial's own process only waits on `TorchTrainer.fit()`; it reserves no CPU (its
-# workers do, in their own placement group) and this much logical memory instead, because a
-# Tune trial must request some resource.
-DRIVER_MEMORY_BYTES = 256 * 1024**2
 
 
 @dataclass(frozen=True)
@@ -64,12 +62,17 @@ class TrialSetup:
         return ExperimentFiles(self.experiment_dir)
 
     @property
+    def shape(self) -> TrialShape:
+        return TrialShape(self.workers, self.cpus_per_trial, self.gpus_per_trial)
+
+    @property
     def cpus_per_worker(self) -> float:
-        return self.cpus_per_trial / self.workers
+        return self.shape.cpus_per_worker
 
     @property
     def gpus_per_worker(self) -> float:
-        return self.gpus_per_trial / self.workers
+        """Whole GPUs for DDP workers, the trial's share of one GPU for a one-worker trial."""
+        return self.shape.gpus_per_worker
 
     def with_runtime(self) -> TrialSetup:
         """This setup with the base config's worker count, device and threads filled in."""
@@ -88,10 +91,8 @@ class TrialSetup:
         )
 
     def resources(self) -> dict[str, float]:
-        """What Tune reserves for one trial (see DRIVER_MEMORY_BYTES for multi-worker trials)."""
-        if self.workers == 1:
-            return {"CPU": self.cpus_per_trial, "GPU": self.gpus_per_trial}
-        return {"CPU": 0, "GPU": 0, "memory": DRIVER_MEMORY_BYTES}
+        """What Tune reserves for one trial (see `TrialShape.trial_resources`)."""
+        return self.shape.trial_resources()
 
 
 def trial_config(sampled: Mapping[str, Any], setup: TrialSetup) -> TrainConfig:
@@ -121,7 +122,12 @@ def _run_trial(config: dict[str, Any], *, setup: TrialSetup, data: TrialData) ->
         reporter = RayReporter(
             _tune_report, tune.get_checkpoint, total_epochs=cfg.epochs, progress=False
         )
-        result = train_loop(cfg, reporter, data.open())
+        if setup.gpus_per_trial:  # trials sharing a card cannot starve each other
+            limit_gpu_memory(setup.shape.gpu_share or 1.0)  # (reused actors: reset each trial)
+        try:
+            result = train_loop(cfg, reporter, data.open())
+        finally:
+            release_device_memory()  # a reused actor starts its next trial clean
         summary = {"epochs_run": result.epochs_run, "stopped_by_loop": result.stopped_early}
     else:
         from ray.tune.integration.ray_train import TuneReportCallback

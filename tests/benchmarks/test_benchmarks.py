@@ -128,3 +128,45 @@ def test_data_scale(tmp_path):
     probe = results["reader_probe"]
     assert _positive(probe["signray_stream"]["frames_per_s"])
     assert _positive(probe["ray_data_read_numpy"]["frames_per_s"])
+
+
+def test_throughput_whole_epochs(tmp_path):
+    results = _run("throughput", tmp_path, "--epoch", "--models", "transformer")
+    r = results["transformer"]
+    assert r["signray_precision"] in ("fp32", "bf16")
+    assert _positive(r["naive"]["median_seconds"]) and _positive(r["signray"]["median_seconds"])
+    # a whole epoch: every clip once (the naive loop counts the same real frames)
+    assert r["naive"]["frames_per_rep"] == r["signray"]["frames_per_rep"]
+
+
+def test_precision_parity(tmp_path):
+    results = _run("precision_parity", tmp_path)
+    for name in ("synthetic", "digits", "features"):
+        r = results[name]
+        assert r["val_clips"] > 0 and r["noise"] > 0
+        run = r["per_seed"]["0"]
+        for precision in ("fp32", "bf16"):
+            assert 0 <= run[precision]["final_val_gloss_acc"] <= 1
+            assert len(run[precision]["curve"]) == r["epochs"]
+        assert r["paired_diffs"] == [
+            run["bf16"]["final_val_gloss_acc"] - run["fp32"]["final_val_gloss_acc"]
+        ]
+
+
+@pytest.mark.slow
+def test_gpu_check_runs_end_to_end_on_the_cpu(tmp_path):
+    """The GPU benchmark's every section, in its CPU mode (no GPU here): no section errors."""
+    results = _run("gpu_check", tmp_path, "--cpu", "--budget-s", "100000", timeout=1500)
+    for section in ("peak", "smoke", "packing"):
+        assert "error" not in results[section], results[section]
+    assert _positive(results["peak"]["bf16_tflops"])
+    for key in ("transformer_fp32", "transformer_bf16", "transformer_fp16", "iv3_gru_fp16"):
+        assert "error" not in results["speed"][key], results["speed"][key]
+        assert _positive(results["speed"][key]["frames_per_s"])
+    assert results["speed"]["transformer_fp16"]["scaler_scale"] > 0
+    for precision in ("bf16", "fp16"):
+        assert results["runs"][precision]["precision"] == precision
+    assert results["runs"]["fp16"]["grad_scaler"]["growth_tracker"] > 0
+    assert results["runs"]["bf16"]["grad_scaler"] is None
+    assert results["smoke"]["exit_code"] == 0 and results["smoke"]["trials"] == 4
+    assert results["packing"]["packed_4"]["trials"] == 4 and _positive(results["packing"]["ratio"])

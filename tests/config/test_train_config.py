@@ -121,3 +121,50 @@ def test_user_errors_survive_pickling_unchanged():
     again = pickle.loads(pickle.dumps(pickle.loads(pickle.dumps(error))))
     assert str(again) == str(error) and again.problems == ["a", "b"]
     assert type(pickle.loads(pickle.dumps(DataError("bad")))) is DataError
+
+
+@pytest.mark.parametrize(
+    ("values", "precision", "amp"),
+    [
+        ({}, "fp32", False),
+        ({"amp": True}, "auto", True),
+        ({"amp": False}, "fp32", False),
+        ({"precision": "bf16"}, "bf16", True),
+        ({"precision": "fp16", "amp": True}, "fp16", True),
+        ({"precision": "fp32", "amp": False}, "fp32", False),
+    ],
+)
+def test_amp_is_an_alias_of_precision(values, precision, amp):
+    cfg = resolve_config(values)
+    assert (cfg.precision, cfg.amp) == (precision, amp)
+    assert resolve_config(config_to_flat(cfg)) == cfg  # saved configs read back the same
+
+
+def test_amp_keeps_a_mixed_precision_the_base_has():
+    base = resolve_config({"precision": "fp16"})
+    assert resolve_config({"amp": True}, base).precision == "fp16"
+    assert resolve_config({"amp": False}, base).precision == "fp32"
+
+
+@pytest.mark.parametrize(
+    ("values", "needle"),
+    [
+        ({"amp": True, "precision": "fp32"}, "`amp` and `precision` disagree"),
+        ({"amp": False, "precision": "bf16"}, "`amp` and `precision` disagree"),
+        ({"precision": "fp8"}, "`precision` must be one of auto, fp32, bf16, fp16"),
+        ({"data_on_gpu": True}, "`data_on_gpu` needs `use_gpu`"),
+    ],
+)
+def test_precision_and_device_rules(values, needle):
+    with pytest.raises(ConfigError, match=needle):
+        resolve_config(values)
+
+
+def test_amp_flag_still_works():
+    from signray.config.flags import config_from_args
+    from signray.train import build_parser
+
+    assert config_from_args(build_parser().parse_args(["--amp"])).precision == "auto"
+    args = build_parser().parse_args(["--precision", "bf16", "--no-pin-memory", "--compile"])
+    cfg = config_from_args(args)
+    assert (cfg.precision, cfg.pin_memory, cfg.compile) == ("bf16", False, True)

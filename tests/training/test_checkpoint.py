@@ -96,3 +96,19 @@ def test_incomplete_checkpoint_names_what_is_missing(tmp_path):
     torch.save({"format": 2, "model": {}, "epoch": 1}, tmp_path / "part.pt")
     with pytest.raises(ConfigError, match="not a complete signray checkpoint: no .*best_metric"):
         load_checkpoint(tmp_path / "part.pt")
+
+
+def test_format_2_checkpoints_load_without_precision_or_cuda_rng(tmp_path):
+    """Format 2 (before `precision` and the CUDA generator state) still loads, as unknown."""
+    state = _checkpoint(rng={"torch": torch.get_rng_state()}).to_dict()
+    state["format"] = 2
+    del state["precision"]
+    torch.save(state, tmp_path / "v2.pt")
+    again = load_checkpoint(tmp_path / "v2.pt")
+    assert again.precision is None and again.rng.keys() == {"torch"}
+    assert _checkpoint(precision="bf16").to_dict()["precision"] == "bf16"
+
+
+def test_legacy_configs_with_amp_off_resolve_to_fp32():
+    _, cfg, _ = model_from_checkpoint(LEGACY / "SignTransformer_best.pt")
+    assert cfg.precision == "fp32" and cfg.amp is False

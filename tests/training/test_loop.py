@@ -107,3 +107,11 @@ def test_iv3_gru_trains(tmp_path, tiny_features):
     assert result.epochs_run == 2
     state = load_checkpoint(tmp_path / "IV3GRU_best.pt")
     assert not any(k.startswith("backbone") for k in state.model)
+
+
+@pytest.mark.slow
+def test_compiled_model_trains_and_saves_plain_weights(tmp_path, tiny_keypoints):
+    result = _run(_cfg(tmp_path, epochs=1, compile=True), tiny_keypoints)
+    assert result.epochs_run == 1 and math.isfinite(result.last_metrics["train_loss"])
+    state = load_checkpoint(tmp_path / "SignTransformer_last.pt")
+    assert not any(k.startswith("_orig_mod") for k in state.model)  # loads into a plain model
