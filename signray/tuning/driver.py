@@ -10,6 +10,7 @@ import ray
 from ray.tune import Tuner
 
 from signray.analysis.evaluation import evaluate_to_dir
+from signray.analysis.pareto import format_front, write_pareto
 from signray.analysis.report import write_report
 from signray.config.search import SearchOptions
 from signray.errors import ConfigError
@@ -18,6 +19,14 @@ from signray.training.inputs import load_inputs
 from signray.tuning.cluster import init_ray
 from signray.tuning.plan import TunePlan
 from signray.tuning.results import format_summary, quiet_missing_results, write_outputs
+from signray.tuning.schedulers import scheduler_budget
+from signray.tuning.study import (
+    check_new_study,
+    create_study,
+    load_warm_source,
+    open_storage,
+    warm_start,
+)
 from signray.tuning.trial import TrialSetup
 from signray.tuning.tuner import build_tuner, restore_tuner
 
@@ -38,6 +47,33 @@ def _concurrency_warning(o: SearchOptions) -> str | None:
     )
 
 
+def _prepare_study(plan: TunePlan):
+    """The study's storage, the new study (with the warm start told), and the plan saved.
+
+    Checks run before anything is written, so that a refused command leaves no folder behind.
+    """
+    o = plan.options
+    records = plan.searching and o.trial_scheduler != "pbt" and o.optuna_storage is not None
+    if plan.resumed or not records:
+        if not plan.resumed:
+            plan.save()
+        return None
+    source = load_warm_source(o.warm_start) if o.warm_start else None
+    storage = open_storage(o.optuna_storage)
+    check_new_study(storage, plan.files.name)
+    plan.save()
+    study = create_study(storage, plan.files.name, o.modes)
+    if source is not None:
+        told = warm_start(study, source, dict(plan.space.params), o.warm_start_top_k)
+        print(told.describe(), flush=True)
+    print(
+        f"Optuna study {plan.files.name!r} in {o.optuna_storage}; watch it live with:\n"
+        f"  optuna-dashboard {o.optuna_storage}",
+        flush=True,
+    )
+    return storage
+
+
 def run_search(
     plan: TunePlan,
     *,
@@ -45,8 +81,13 @@ def run_search(
     dashboard_host: str,
     dashboard_port: int | None,
     resume_command: str,
+    callbacks: list | None = None,
+    stop=None,
 ) -> int:
-    """Exit code: 0 done, 1 every trial errored, 130 interrupted (resume with `resume_command`)."""
+    """Exit code: 0 done, 1 every trial errored, 130 interrupted (resume with `resume_command`).
+
+    `callbacks` and `stop` go to a new search's Tuner (the benchmarks' clocks and stoppers).
+    """
     train, val = load_inputs(plan.base)  # every data problem surfaces here, before Ray starts
     o = plan.options
     print(
@@ -62,6 +103,13 @@ def run_search(
     )
     if plan.searching:
         print("search space:\n  " + plan.space.describe().replace("\n", "\n  "), flush=True)
+    budget = None
+    if plan.searching and o.trial_scheduler != "fifo":
+        budget = scheduler_budget(o, plan.base, plan.space, len(train))  # exit 2 before Ray
+        print(f"{o.trial_scheduler} counts training in {budget.unit}: {budget.describe()}")
+        for note in budget.notes:
+            print(f"note: {note}", file=sys.stderr, flush=True)
+    storage = _prepare_study(plan)
 
     init_ray(address, dashboard_host=dashboard_host, dashboard_port=dashboard_port)
     if warning := _concurrency_warning(o):
@@ -75,14 +123,17 @@ def run_search(
         cpus_per_trial=o.cpus_per_trial,
         gpus_per_trial=o.gpus_per_trial,
         keep_checkpoints=o.keep_checkpoints,
+        cost_metrics=tuple(o.metrics[1:]),
     ).with_runtime()
     if plan.resumed:
         if not Tuner.can_restore(str(plan.files.root)):
             raise ConfigError([f"{plan.files.root} holds no Ray Tune state to resume from yet"])
         tuner = restore_tuner(plan.files.root, setup, refs)
     else:
-        plan.save()
-        tuner = build_tuner(plan.space if plan.searching else None, setup, refs, o)
+        tuner = build_tuner(
+            plan.space if plan.searching else None, setup, refs, o, budget=budget,
+            storage=storage, study_name=plan.files.name, callbacks=callbacks, stop=stop,
+        )  # fmt: skip
     start = time.perf_counter()
     try:
         with quiet_missing_results():
@@ -94,6 +145,9 @@ def run_search(
         plan.files.root, base=setup.base, wall_time_s=time.perf_counter() - start
     )
     print(format_summary(report), flush=True)
+    if o.multi_objective and not o.single_run:
+        path, front = write_pareto(report.experiment, o.metrics[1:])
+        print(f"{format_front(front, o.metrics[1:])}\n  table: {path}", flush=True)
     if report.best_checkpoint is not None:
         evaluate_to_dir(report.best_checkpoint, val, plan.files.evaluation)
     print(f"report: {write_report(report.experiment)}", flush=True)

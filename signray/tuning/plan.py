@@ -25,6 +25,7 @@ from signray.config.search_space import SearchSpace, load_search_space
 from signray.errors import ConfigError
 from signray.fields import flag
 from signray.layout import ExperimentFiles
+from signray.tuning.study import default_storage_url
 
 __all__ = ["DEFAULT_SPACES", "SMOKE", "TunePlan", "packaged_space", "plan_new", "plan_resume"]
 
@@ -36,7 +37,12 @@ DEFAULT_SPACES = {"transformer": "tx.yaml", "iv3_gru": "iv3_gru.yaml"}
 # after 2 finished trials. Only values the user did not give are filled in.
 SMOKE = {
     "config": {"epochs": 16, "num_gloss": 20, "num_cat": 4},
-    "search": {"num_samples": 6, "grace_period": 1, "reduction_factor": 2.0},
+    "search": {
+        "num_samples": 6,
+        "budget_unit": "epochs",
+        "grace_period": 1,
+        "reduction_factor": 2.0,
+    },
 }
 
 _DATA_PATHS = (
@@ -124,7 +130,14 @@ def plan_new(args: argparse.Namespace) -> TunePlan:
     single = args.single_run or (space_path is None and args.config is not None)
     workers = cfg.ray_workers if options.workers_per_trial is None else options.workers_per_trial
     options = options.replace(single_run=single, workers_per_trial=workers)
+    if options.multi_objective and not hasattr(args, "trial_scheduler"):
+        options = options.replace(trial_scheduler="fifo")  # early stopping ranks one metric
     problems: list[str] = list(options.problems(cfg.epochs))
+    if options.multi_objective and workers > 1:
+        problems.append(
+            "several `--objectives` are measured inside one-worker trials; use "
+            "--workers-per-trial 1"
+        )
     if workers >= 1:
         # Every trial runs on `workers` ranks: the config and every batch size the space can
         # sample must split over them (TrainConfig's own rule, checked with the space).
@@ -165,6 +178,9 @@ def plan_new(args: argparse.Namespace) -> TunePlan:
         )
     if problems:
         raise ConfigError(problems)
+    if space is not None and not single and options.optuna_storage is None:
+        # Saved with the plan, so --resume and --warm-start find the study.
+        options = options.replace(optuna_storage=default_storage_url(files))
     return TunePlan(cfg, space, space_file, options, files, resumed=False)
 
 

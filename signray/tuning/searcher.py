@@ -1,8 +1,9 @@
-"""The searcher and the trial scheduler: Optuna (TPE or random) over the search space's own
-Optuna distributions, and ASHA (or FIFO) on ``epoch``, maximising ``val_gloss_acc``.
+"""The searcher: one of Optuna's samplers over the search space's own Optuna distributions,
+maximising ``val_gloss_acc`` (and minimising latency or size with several ``--objectives``), in
+an Optuna study that can live in a database (`signray.tuning.study`).
 
-`epoch` is the time axis: it stays right when a trial resumes from a checkpoint, unlike Tune's
-own iteration counter.
+`epoch` is the step of every intermediate value the study records: it stays right when a trial
+resumes from a checkpoint, unlike Tune's own iteration counter.
 """
 
 from __future__ import annotations
@@ -12,22 +13,24 @@ import math
 from typing import Any
 
 import ray
-from ray import tune
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
 from signray.config.search import SearchOptions
 from signray.config.search_space import SearchSpace
-from signray.layout import METRIC, MODE, TIME_ATTR
+from signray.layout import TIME_ATTR
 
 __all__ = [
     "PruningAwareOptunaSearch",
-    "build_scheduler",
+    "build_sampler",
     "build_searcher",
     "default_max_concurrent",
 ]
 
 logger = logging.getLogger(__name__)
+
+# The user attribute naming a study trial's Ray trial id.
+RAY_TRIAL_ID_ATTR = "ray_trial_id"
 
 
 class PruningAwareOptunaSearch(OptunaSearch):
@@ -59,6 +62,25 @@ class PruningAwareOptunaSearch(OptunaSearch):
         self._last_step: dict[str, int] = {}
         self.pruned_trials: set[str] = set()
 
+    def suggest(self, trial_id: str) -> dict | None:
+        config = super().suggest(trial_id)
+        if config is not None and trial_id in self._ot_trials:
+            # Which Ray trial this is: trials.csv and the dashboard can then be matched.
+            self._ot_trials[trial_id].set_user_attr(RAY_TRIAL_ID_ATTR, trial_id)
+        return config
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Restore, then end the study's trials this searcher no longer knows (asked after its
+        last saved state, before an interruption): they will never report, and left RUNNING
+        they would count twice and mislead the sampler's constant liar."""
+        super().restore(checkpoint_path)
+        from optuna.trial import TrialState
+
+        known = {t.number for t in self._ot_trials.values()}
+        for trial in self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if trial.number not in known:
+                self._ot_study.tell(trial.number, state=TrialState.FAIL)
+
     def _step(self, result: dict) -> int | None:
         step = result.get(self._time_attr)
         return None if step is None else int(step)
@@ -79,7 +101,8 @@ class PruningAwareOptunaSearch(OptunaSearch):
     ) -> None:
         step = self._step(result) if result else None
         stopped_early = (
-            not error
+            not isinstance(self.metric, list)  # several objectives: FIFO, no early stops
+            and not error
             and result is not None
             and step is not None
             and self.metric in result
@@ -102,39 +125,64 @@ class PruningAwareOptunaSearch(OptunaSearch):
         self._completed_trials.add(trial_id)
 
 
-def build_searcher(space: SearchSpace, opts: SearchOptions, *, max_t: int, seed: int):
-    """Optuna TPE (seeded; startup trials scaled to the budget) or Optuna random sampling,
-    sampling the space's Optuna distributions directly, at most `opts.max_concurrent` at once."""
+def build_sampler(opts: SearchOptions, *, seed: int, concurrent: int):
+    """The Optuna sampler `--searcher` names, seeded; model-based ones start modelling after a
+    few finished trials (scaled to the budget: Optuna's default 10 would leave a small search
+    unmodelled)."""
     import optuna
 
-    if opts.searcher == "random":
-        sampler = optuna.samplers.RandomSampler(seed=seed)
-    else:
-        # TPE samples at random until it has this many finished trials; a few are enough to
-        # start modelling, and with a small budget the default 10 would leave TPE unused.
-        startup = min(10, max(2, opts.num_samples // 4))
-        sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
+    startup = min(10, max(2, opts.num_samples // 4))
+    kind = opts.searcher
+    if kind == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if kind == "qmc":
+        return optuna.samplers.QMCSampler(seed=seed, scramble=True, warn_independent_sampling=False)
+    if kind == "gp":
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup)
+    if kind == "cmaes":
+        # CMA-ES models numbers; categorical fields are sampled independently (at random).
+        return optuna.samplers.CmaEsSampler(
+            seed=seed, n_startup_trials=startup, warn_independent_sampling=False
+        )
+    # Multivariate TPE models the fields jointly; with trials running at once, the constant
+    # liar counts running trials as bad so that concurrent suggestions spread out.
+    return optuna.samplers.TPESampler(
+        seed=seed,
+        n_startup_trials=startup,
+        multivariate=True,
+        group=True,
+        constant_liar=concurrent > 1,
+        warn_independent_sampling=False,
+    )
+
+
+def build_searcher(
+    space: SearchSpace,
+    opts: SearchOptions,
+    *,
+    max_t: int,
+    seed: int,
+    storage=None,
+    study_name: str | None = None,
+    first_points: list[dict] | None = None,
+):
+    """Optuna (the `--searcher` sampler) over the space's distributions, at most
+    `opts.max_concurrent` trials at once, recording into `storage`'s study `study_name` (in
+    memory without one). `first_points` (warm start) run before the space's own points."""
+    concurrent = opts.max_concurrent or opts.num_samples
+    points = [*(first_points or []), *(dict(p) for p in space.points_to_evaluate)]
+    single = not opts.multi_objective
     searcher = PruningAwareOptunaSearch(
         space=dict(space.params),
-        metric=METRIC,
-        mode=MODE,
-        points_to_evaluate=[dict(p) for p in space.points_to_evaluate] or None,
-        sampler=sampler,
+        metric=opts.metrics[0] if single else opts.metrics,
+        mode=opts.modes[0] if single else opts.modes,
+        points_to_evaluate=points or None,
+        sampler=build_sampler(opts, seed=seed, concurrent=concurrent),
+        storage=storage,
+        study_name=study_name,
         max_t=max_t,
     )
-    return ConcurrencyLimiter(searcher, max_concurrent=opts.max_concurrent or opts.num_samples)
-
-
-def build_scheduler(opts: SearchOptions, max_t: int):
-    """ASHA on `epoch` (`--grace-period`, `--reduction-factor`), or FIFO."""
-    if opts.trial_scheduler == "fifo" or opts.single_run:
-        return tune.schedulers.FIFOScheduler()
-    return tune.schedulers.ASHAScheduler(
-        time_attr=TIME_ATTR,
-        max_t=max_t,
-        grace_period=opts.grace_period,
-        reduction_factor=opts.reduction_factor,
-    )
+    return ConcurrencyLimiter(searcher, max_concurrent=concurrent)
 
 
 def default_max_concurrent(opts: SearchOptions) -> int:

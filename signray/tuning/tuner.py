@@ -11,7 +11,8 @@ from ray import tune
 from signray.config.search import SearchOptions
 from signray.config.search_space import SearchSpace
 from signray.layout import METRIC, MODE, ExperimentFiles
-from signray.tuning.searcher import build_scheduler, build_searcher, default_max_concurrent
+from signray.tuning.schedulers import Budget, build_scheduler, tune_domain
+from signray.tuning.searcher import build_searcher, default_max_concurrent
 from signray.tuning.tracking import tracking_callbacks
 from signray.tuning.trial import TrialSetup, make_trainable
 
@@ -47,7 +48,9 @@ def _quiet_tune_output() -> None:
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
 
-def _run_config(files: ExperimentFiles, opts: SearchOptions, params: list[str]) -> tune.RunConfig:
+def _run_config(
+    files: ExperimentFiles, opts: SearchOptions, params: list[str], callbacks: list, stop
+) -> tune.RunConfig:
     _quiet_tune_output()
     return tune.RunConfig(
         name=files.name,
@@ -59,7 +62,8 @@ def _run_config(files: ExperimentFiles, opts: SearchOptions, params: list[str]) 
         ),
         failure_config=tune.FailureConfig(max_failures=opts.max_failures),
         progress_reporter=_progress_reporter(params),
-        callbacks=tracking_callbacks(files.root, mlflow=opts.mlflow),
+        callbacks=[*tracking_callbacks(files.root, mlflow=opts.mlflow), *callbacks],
+        stop=stop,
         verbose=1,
     )
 
@@ -69,19 +73,57 @@ def _trial_name(trial) -> str:
 
 
 def build_tuner(
-    space: SearchSpace | None, setup: TrialSetup, data_refs: list, opts: SearchOptions
+    space: SearchSpace | None,
+    setup: TrialSetup,
+    data_refs: list,
+    opts: SearchOptions,
+    *,
+    budget: Budget | None = None,
+    storage=None,
+    study_name: str | None = None,
+    callbacks: list | None = None,
+    stop: tune.Stopper | dict | None = None,
 ) -> tune.Tuner:
-    """A Tuner for a search (`space` with searched fields) or one trial (`opts.single_run`)."""
+    """A Tuner for a search (`space` with searched fields) or one trial (`opts.single_run`).
+
+    The scheduler counts training in `budget` (FIFO without one); the searcher records into the
+    Optuna study `study_name` of `storage` (see `signray.tuning.study`). `callbacks` and `stop`
+    go to the RunConfig (the benchmarks' clocks and budget stoppers). One-worker trials reuse
+    their actors: the next trial starts in the finished trial's process, which the trainable
+    resets (`signray.tuning.trial`), instead of a new Python process importing torch.
+    """
     max_t = setup.base.epochs
     searching = not opts.single_run and space is not None and bool(space.params)
     common = dict(metric=METRIC, mode=MODE, trial_name_creator=_trial_name,
-                  trial_dirname_creator=_trial_name)  # fmt: skip
-    if searching:
-        limited = opts.replace(max_concurrent=opts.max_concurrent or default_max_concurrent(opts))
+                  trial_dirname_creator=_trial_name,
+                  reuse_actors=setup.workers == 1)  # fmt: skip
+    param_space = None
+    if searching and opts.trial_scheduler == "pbt":
+        # PBT explores by itself (no Optuna): it samples the population from the space and
+        # perturbs it; the space's points_to_evaluate start the population.
+        from ray.tune.search import BasicVariantGenerator
+
+        param_space = {name: tune_domain(d) for name, d in space.params.items()}
+        points = [dict(p) for p in space.points_to_evaluate] or None
         tune_config = tune.TuneConfig(
             num_samples=opts.num_samples,
-            search_alg=build_searcher(space, limited, max_t=max_t, seed=setup.base.seed),
-            scheduler=build_scheduler(opts, max_t),
+            search_alg=BasicVariantGenerator(
+                points_to_evaluate=points, random_state=setup.base.seed
+            ),
+            scheduler=build_scheduler(opts, budget, space=space),
+            max_concurrent_trials=opts.max_concurrent,
+            **common,
+        )
+    elif searching:
+        limited = opts.replace(max_concurrent=opts.max_concurrent or default_max_concurrent(opts))
+        searcher = build_searcher(
+            space, limited, max_t=max_t, seed=setup.base.seed, storage=storage,
+            study_name=study_name,
+        )  # fmt: skip
+        tune_config = tune.TuneConfig(
+            num_samples=opts.num_samples,
+            search_alg=searcher,
+            scheduler=build_scheduler(opts, budget, space=space),
             **common,
         )
     else:
@@ -91,8 +133,9 @@ def build_tuner(
     params = list(space.params) if searching else []
     return tune.Tuner(
         make_trainable(setup, data_refs),
+        param_space=param_space,
         tune_config=tune_config,
-        run_config=_run_config(setup.files, opts, params),
+        run_config=_run_config(setup.files, opts, params, callbacks or [], stop),
     )
 
 
