@@ -47,21 +47,26 @@ def _concurrency_warning(o: SearchOptions) -> str | None:
     )
 
 
-def _prepare_study(plan: TunePlan):
-    """The study's storage, the new study (with the warm start told), and the plan saved.
-
-    Checks run before anything is written, so that a refused command leaves no folder behind.
-    """
+def _check_study(plan: TunePlan) -> tuple | None:
+    """(storage, warm-start source) of a new search that records an Optuna study, checked
+    before anything is written or printed: a refused command leaves no folder behind."""
     o = plan.options
-    records = plan.searching and o.trial_scheduler != "pbt" and o.optuna_storage is not None
-    if plan.resumed or not records:
-        if not plan.resumed:
-            plan.save()
+    if plan.resumed or not plan.searching or o.trial_scheduler == "pbt" or not o.optuna_storage:
         return None
     source = load_warm_source(o.warm_start) if o.warm_start else None
     storage = open_storage(o.optuna_storage)
     check_new_study(storage, plan.files.name)
-    plan.save()
+    return storage, source
+
+
+def _start_study(plan: TunePlan, checked: tuple | None):
+    """Save the plan; create the study (told the warm start); its storage, or None."""
+    if not plan.resumed:
+        plan.save()
+    if checked is None:
+        return None
+    storage, source = checked
+    o = plan.options
     study = create_study(storage, plan.files.name, o.modes)
     if source is not None:
         told = warm_start(study, source, dict(plan.space.params), o.warm_start_top_k)
@@ -90,6 +95,10 @@ def run_search(
     """
     train, val = load_inputs(plan.base)  # every data problem surfaces here, before Ray starts
     o = plan.options
+    budget = None
+    if plan.searching and o.trial_scheduler != "fifo":
+        budget = scheduler_budget(o, plan.base, plan.space, len(train))
+    checked = _check_study(plan)
     print(
         f"signray.tune: model {plan.base.model}, {len(train)} train / {len(val)} val clips, "
         f"D={train.feature_dim}, {plan.base.epochs} epochs per trial, "
@@ -103,13 +112,11 @@ def run_search(
     )
     if plan.searching:
         print("search space:\n  " + plan.space.describe().replace("\n", "\n  "), flush=True)
-    budget = None
-    if plan.searching and o.trial_scheduler != "fifo":
-        budget = scheduler_budget(o, plan.base, plan.space, len(train))  # exit 2 before Ray
+    if budget is not None:
         print(f"{o.trial_scheduler} counts training in {budget.unit}: {budget.describe()}")
         for note in budget.notes:
             print(f"note: {note}", file=sys.stderr, flush=True)
-    storage = _prepare_study(plan)
+    storage = _start_study(plan, checked)
 
     init_ray(address, dashboard_host=dashboard_host, dashboard_port=dashboard_port)
     if warning := _concurrency_warning(o):

@@ -94,7 +94,12 @@ def scheduler_budget(
     warmup = max(_values(space, "warmup_epochs", base.warmup_epochs))
     cosine = "cosine" in _values(space, "scheduler", base.scheduler)
     warmup_units = math.ceil(warmup * per_epoch) if cosine else 0
-    min_steps_units = math.ceil(MIN_GRACE_STEPS * base.batch_size * per_epoch / n_train)
+    min_samples = MIN_GRACE_STEPS * base.batch_size
+    min_steps_units = {
+        "epochs": math.ceil(min_samples / n_train),
+        "samples": min_samples,
+        "steps": MIN_GRACE_STEPS,
+    }[unit]
     notes: list[str] = []
     problems: list[Problem] = []
     if opts.grace_period is None:

@@ -100,25 +100,25 @@ class PruningAwareOptunaSearch(OptunaSearch):
         self, trial_id: str, result: dict | None = None, error: bool = False
     ) -> None:
         step = self._step(result) if result else None
-        stopped_early = (
+        unseen = (  # a result the searcher was not shown: the one that ended the trial
             not isinstance(self.metric, list)  # several objectives: FIFO, no early stops
             and not error
             and result is not None
             and step is not None
             and self.metric in result
-            and step < self._max_t
             and step > self._last_step.get(trial_id, 0)
             and trial_id not in self._completed_trials
             and trial_id in self._ot_trials
         )
-        if not stopped_early:
+        if unseen:  # recorded like every other epoch (the study shows every epoch's value)
+            self._ot_trials[trial_id].report(result[self.metric], step)
+            self._last_step[trial_id] = step
+        if not (unseen and step < self._max_t):
             return super().on_trial_complete(trial_id, result=result, error=error)
         from optuna.trial import TrialState
 
-        ot_trial = self._ot_trials[trial_id]
-        ot_trial.report(result[self.metric], step)
         try:
-            self._ot_study.tell(ot_trial, None, state=TrialState.PRUNED)
+            self._ot_study.tell(self._ot_trials[trial_id], None, state=TrialState.PRUNED)
         except Exception as exc:  # same tolerance as the parent (e.g. a NaN metric)
             logger.warning(exc)
         self.pruned_trials.add(trial_id)

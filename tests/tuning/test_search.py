@@ -71,6 +71,7 @@ def test_trial_that_ran_all_epochs_is_complete():
     s.on_trial_complete("a", _result(2, 0.3))  # ASHA stops every trial at max_t
     assert _state(s, "a").state == TrialState.COMPLETE
     assert _state(s, "a").value == 0.3
+    assert _state(s, "a").intermediate_values == {1: 0.1, 2: 0.3}  # every epoch recorded
     s.suggest("b")  # FIFO: the last result arrives normally, then the function returns
     s.on_trial_result("b", _result(1, 0.1))
     s.on_trial_result("b", _result(2, 0.2))
