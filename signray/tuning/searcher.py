@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from typing import Any
 
 import ray
@@ -133,27 +134,28 @@ def build_sampler(opts: SearchOptions, *, seed: int, concurrent: int):
 
     startup = min(10, max(2, opts.num_samples // 4))
     kind = opts.searcher
-    if kind == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if kind == "qmc":
-        return optuna.samplers.QMCSampler(seed=seed, scramble=True, warn_independent_sampling=False)
-    if kind == "gp":
-        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup)
-    if kind == "cmaes":
-        # CMA-ES models numbers; categorical fields are sampled independently (at random).
-        return optuna.samplers.CmaEsSampler(
-            seed=seed, n_startup_trials=startup, warn_independent_sampling=False
+    with warnings.catch_warnings():
+        # QMC and TPE's `group` are marked experimental; the user chose them, no need to warn.
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if kind == "random":
+            return optuna.samplers.RandomSampler(seed=seed)
+        if kind == "qmc":
+            return optuna.samplers.QMCSampler(seed=seed, scramble=True)
+        if kind == "gp":
+            return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup)
+        if kind == "cmaes":
+            # CMA-ES models numbers; categorical fields are sampled independently (at random).
+            return optuna.samplers.CmaEsSampler(seed=seed, n_startup_trials=startup)
+        # Multivariate TPE models the fields jointly (`group`: also trials told by a warm start
+        # that lack a field); with trials running at once, the constant liar counts running
+        # trials as bad so that concurrent suggestions spread out.
+        return optuna.samplers.TPESampler(
+            seed=seed,
+            n_startup_trials=startup,
+            multivariate=True,
+            group=True,
+            constant_liar=concurrent > 1,
         )
-    # Multivariate TPE models the fields jointly; with trials running at once, the constant
-    # liar counts running trials as bad so that concurrent suggestions spread out.
-    return optuna.samplers.TPESampler(
-        seed=seed,
-        n_startup_trials=startup,
-        multivariate=True,
-        group=True,
-        constant_liar=concurrent > 1,
-        warn_independent_sampling=False,
-    )
 
 
 def build_searcher(

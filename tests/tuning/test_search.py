@@ -367,3 +367,43 @@ def test_a_failing_trial_is_retried_reported_and_does_not_stop_the_others(
     assert bad["status"] == "ERROR"
     assert "NonFiniteLossError: training loss became nan" in bad["error"]
     assert "1 errored" in out and "NonFiniteLossError" in out
+
+
+@pytest.mark.parametrize("searcher", ["tpe", "gp", "cmaes", "random", "qmc"])
+def test_every_searcher_is_an_optuna_sampler_that_suggests_from_the_space(searcher):
+
+    from signray.config.search import SearchOptions
+    from signray.tuning.searcher import build_sampler
+
+    opts = SearchOptions(searcher=searcher, num_samples=8)
+    sampler = build_sampler(opts, seed=0, concurrent=2)
+    expected = {"tpe": "TPESampler", "gp": "GPSampler", "cmaes": "CmaEsSampler",
+                "random": "RandomSampler", "qmc": "QMCSampler"}  # fmt: skip
+    assert type(sampler).__name__ == expected[searcher]
+    space = parse_search_space(
+        {
+            "space": {
+                "lr": {"distribution": "loguniform", "low": 1e-4, "high": 1e-2},
+                "depth": {"distribution": "randint", "low": 1, "high": 3},
+            }
+        },
+        "transformer",
+    )
+    s = PruningAwareOptunaSearch(
+        space=dict(space.params), metric="val_gloss_acc", mode="max", sampler=sampler, max_t=2
+    )
+    for i in range(4):  # past the model-based samplers' start-up trials
+        config = s.suggest(str(i))
+        assert 1e-4 <= config["lr"] <= 1e-2 and config["depth"] in (1, 2, 3)
+        s.on_trial_complete(str(i), _result(2, 0.1 * i))
+    assert _state(s, "3").user_attrs["ray_trial_id"] == "3"
+
+
+def test_tpe_is_multivariate_and_lies_only_when_trials_run_at_once():
+    from signray.config.search import SearchOptions
+    from signray.tuning.searcher import build_sampler
+
+    together = build_sampler(SearchOptions(), seed=0, concurrent=2)
+    alone = build_sampler(SearchOptions(), seed=0, concurrent=1)
+    assert together._multivariate and together._constant_liar
+    assert alone._multivariate and not alone._constant_liar
