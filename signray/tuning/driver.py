@@ -4,6 +4,7 @@ then write the outputs, evaluate the best checkpoint and draw the report."""
 from __future__ import annotations
 
 import sys
+import threading
 import time
 
 import ray
@@ -28,7 +29,7 @@ from signray.tuning.study import (
     warm_start,
 )
 from signray.tuning.trial import TrialSetup
-from signray.tuning.tuner import build_tuner, restore_tuner
+from signray.tuning.tuner import build_tuner, restore_tuner, set_tune_environment
 
 __all__ = ["run_search"]
 
@@ -118,6 +119,8 @@ def run_search(
             print(f"note: {note}", file=sys.stderr, flush=True)
     storage = _start_study(plan, checked)
 
+    set_tune_environment()
+    started_here = not ray.is_initialized()
     init_ray(address, dashboard_host=dashboard_host, dashboard_port=dashboard_port)
     if warning := _concurrency_warning(o):
         print(warning, file=sys.stderr, flush=True)
@@ -148,6 +151,10 @@ def run_search(
     except KeyboardInterrupt:  # a second Ctrl-C skips Tune's final save
         print(f"\ninterrupted; continue with:\n  {resume_command}", flush=True)
         return 130
+    # What follows reads files and uses no cluster: the cluster this command started stops
+    # meanwhile (seconds on a small machine) instead of at exit.
+    stopping = threading.Thread(target=ray.shutdown if started_here else lambda: None)
+    stopping.start()
     report = write_outputs(
         plan.files.root, base=setup.base, wall_time_s=time.perf_counter() - start
     )
@@ -158,6 +165,7 @@ def run_search(
     if report.best_checkpoint is not None:
         evaluate_to_dir(report.best_checkpoint, val, plan.files.evaluation)
     print(f"report: {write_report(report.experiment)}", flush=True)
+    stopping.join()
     expected = 1 if o.single_run else o.num_samples
     if report.count(Status.UNFINISHED) or len(report.trials) < expected:
         print(f"\nthe search was interrupted; continue it with:\n  {resume_command}", flush=True)

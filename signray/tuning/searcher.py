@@ -71,9 +71,13 @@ class PruningAwareOptunaSearch(OptunaSearch):
         return config
 
     def restore(self, checkpoint_path: str) -> None:
-        """Restore, then end the study's trials this searcher no longer knows (asked after its
-        last saved state, before an interruption): they will never report, and left RUNNING
-        they would count twice and mislead the sampler's constant liar."""
+        """Restore after an interruption, consistent with the study in its database.
+
+        The pickled state is a snapshot that can lag behind the database: trials asked for after
+        it are ended as FAIL (left RUNNING they would never finish, and the constant liar would
+        count them as pending forever), and the sampler gets a fresh random state (the
+        snapshot's would propose the same configs again).
+        """
         super().restore(checkpoint_path)
         from optuna.trial import TrialState
 
@@ -81,6 +85,14 @@ class PruningAwareOptunaSearch(OptunaSearch):
         for trial in self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             if trial.number not in known:
                 self._ot_study.tell(trial.number, state=TrialState.FAIL)
+        self._ot_study.sampler.reseed_rng()
+
+    def _finished_in_study(self, trial_id: str) -> bool:
+        """The study already holds this trial's outcome (told before an interruption)."""
+        ot_trial = self._ot_trials.get(trial_id)
+        if ot_trial is None:
+            return False
+        return self._ot_study._storage.get_trial(ot_trial._trial_id).state.is_finished()
 
     def _step(self, result: dict) -> int | None:
         step = result.get(self._time_attr)
@@ -89,6 +101,9 @@ class PruningAwareOptunaSearch(OptunaSearch):
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if isinstance(self.metric, list) or trial_id in self._completed_trials:
             return super().on_trial_result(trial_id, result)
+        if self._finished_in_study(trial_id):  # re-run after a resume: the study has its verdict
+            self._completed_trials.add(trial_id)
+            return
         step = self._step(result)
         if step is None or self.metric not in result:
             return
@@ -100,6 +115,9 @@ class PruningAwareOptunaSearch(OptunaSearch):
     def on_trial_complete(
         self, trial_id: str, result: dict | None = None, error: bool = False
     ) -> None:
+        if trial_id not in self._completed_trials and self._finished_in_study(trial_id):
+            self._completed_trials.add(trial_id)  # the study keeps its first verdict
+            return
         step = self._step(result) if result else None
         unseen = (  # a result the searcher was not shown: the one that ended the trial
             not isinstance(self.metric, list)  # several objectives: FIFO, no early stops

@@ -16,7 +16,7 @@ from signray.tuning.searcher import build_searcher, default_max_concurrent
 from signray.tuning.tracking import tracking_callbacks
 from signray.tuning.trial import TrialSetup, make_trainable
 
-__all__ = ["build_tuner", "restore_tuner"]
+__all__ = ["build_tuner", "restore_tuner", "set_tune_environment"]
 
 # Seconds between two prints of the trial table.
 REPORT_EVERY_S = 15.0
@@ -39,7 +39,12 @@ def _progress_reporter(params: list[str]):
     )
 
 
-def _quiet_tune_output() -> None:
+def set_tune_environment() -> None:
+    """Tune settings read from the environment; call before Ray starts (workers inherit it)."""
+    # A reused actor waits this long for the finished trial's thread before the next trial
+    # starts in it (Ray's default, 2 s, is short for a trial that frees its memory or tears
+    # down a TorchTrainer; a failed reset errors the next trial). Read by every local worker.
+    os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", "60")
     # The classic reporter prints the trial table at a fixed, readable rate; the new output
     # engine prints every trial result. Users can still choose with RAY_AIR_NEW_OUTPUT.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -51,12 +56,15 @@ def _quiet_tune_output() -> None:
 def _run_config(
     files: ExperimentFiles, opts: SearchOptions, params: list[str], callbacks: list, stop
 ) -> tune.RunConfig:
-    _quiet_tune_output()
+    set_tune_environment()
+    pbt = bool(params) and opts.trial_scheduler == "pbt"
     return tune.RunConfig(
         name=files.name,
         storage_path=str(files.root.parent),
         checkpoint_config=tune.CheckpointConfig(
-            num_to_keep=opts.keep_checkpoints,
+            # PBT copies a better trial's checkpoint of the perturbation time: keep enough that
+            # it still exists when the worse trial restores it.
+            num_to_keep=max(opts.keep_checkpoints, 4 if pbt else 1),
             checkpoint_score_attribute=METRIC,
             checkpoint_score_order=MODE,
         ),
@@ -94,9 +102,11 @@ def build_tuner(
     """
     max_t = setup.base.epochs
     searching = not opts.single_run and space is not None and bool(space.params)
+    # HyperBand pauses and resumes trials in step; with reused actors it can stall (Ray
+    # #37605, #39157; /work/notes measured a hang), so its trials get their own processes.
+    reuse = setup.workers == 1 and not (searching and opts.trial_scheduler == "hyperband")
     common = dict(metric=METRIC, mode=MODE, trial_name_creator=_trial_name,
-                  trial_dirname_creator=_trial_name,
-                  reuse_actors=setup.workers == 1)  # fmt: skip
+                  trial_dirname_creator=_trial_name, reuse_actors=reuse)  # fmt: skip
     param_space = None
     if searching and opts.trial_scheduler == "pbt":
         # PBT explores by itself (no Optuna): it samples the population from the space and
@@ -142,7 +152,7 @@ def build_tuner(
 def restore_tuner(path: str | Path, setup: TrialSetup, data_refs: list) -> tune.Tuner:
     """Continue an interrupted experiment: finished trials are kept, unfinished ones resume
     from their latest checkpoints, errored ones resume too (they get their retries again)."""
-    _quiet_tune_output()
+    set_tune_environment()
     return tune.Tuner.restore(
         str(path),
         trainable=make_trainable(setup, data_refs),

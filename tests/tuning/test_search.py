@@ -407,3 +407,42 @@ def test_tpe_is_multivariate_and_lies_only_when_trials_run_at_once():
     alone = build_sampler(SearchOptions(), seed=0, concurrent=1)
     assert together._multivariate and together._constant_liar
     assert alone._multivariate and not alone._constant_liar
+
+
+def test_a_trial_the_study_already_finished_keeps_its_verdict():
+    s = _searcher(max_t=4)
+    s.suggest("a")
+    s.on_trial_result("a", _result(1, 0.1))
+    s.on_trial_complete("a", _result(2, 0.2))  # pruned at epoch 2
+    s._completed_trials.discard("a")  # as restored from a snapshot taken before that
+    s.on_trial_result("a", _result(2, 0.5))  # the trial re-runs after the resume
+    s.on_trial_complete("a", _result(4, 0.9))
+    trial = _state(s, "a")
+    assert trial.state == TrialState.PRUNED and trial.value == 0.2
+
+
+def test_restore_ends_trials_asked_after_the_snapshot(tmp_path):
+    import optuna
+
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'study.db'}")
+    space = parse_search_space(
+        {"space": {"lr": {"distribution": "loguniform", "low": 1e-4, "high": 1e-2}}}, "transformer"
+    )
+
+    def searcher():
+        return PruningAwareOptunaSearch(
+            space=dict(space.params), metric="val_gloss_acc", mode="max", seed=0, max_t=4,
+            storage=storage, study_name="exp",
+        )  # fmt: skip
+
+    s = searcher()
+    s.suggest("a")
+    s.save(str(tmp_path / "snapshot.pkl"))  # Tune's periodic snapshot
+    s.suggest("b")  # asked after it; then the driver is killed
+    restored = searcher()
+    restored.restore(str(tmp_path / "snapshot.pkl"))
+    states = [t.state for t in optuna.load_study(study_name="exp", storage=storage).trials]
+    assert states == [TrialState.RUNNING, TrialState.FAIL]  # a resumes; b will never report
+    restored.on_trial_result("a", _result(1, 0.3))
+    restored.on_trial_complete("a", _result(4, 0.4))
+    assert optuna.load_study(study_name="exp", storage=storage).trials[0].value == 0.4

@@ -210,6 +210,8 @@ def test_warm_start_runs_the_earlier_best_config_first(ray_cluster, tmp_path, ca
 
 
 def test_pbt_exploit_trains_with_the_perturbed_lr(ray_cluster, tmp_path):
+    # 4 trials side by side (0.5 CPU each), long enough (60 short epochs) to overlap: PBT ranks
+    # the trials running at each perturbation (every 5 epochs) and the worst exploits the best.
     space = _space(
         tmp_path,
         {"lr": {"distribution": "loguniform", "low": 1e-4, "high": 1e-2}, "scheduler": "none",
@@ -217,7 +219,7 @@ def test_pbt_exploit_trains_with_the_perturbed_lr(ray_cluster, tmp_path):
     )  # fmt: skip
     args = ["--model", "transformer", "--smoke-test", "--search-space", space,
             "--trial-scheduler", "pbt", "--budget-unit", "epochs",
-            "--perturbation-interval", 2, "--num-samples", 4, "--epochs", 6,
+            "--perturbation-interval", 5, "--num-samples", 4, "--epochs", 60,
             "--cpus-per-trial", 0.5, "--storage-path", tmp_path, "--name", "pbt"]  # fmt: skip
     assert _tune(*args) == 0
     perturbed = 0
@@ -247,3 +249,16 @@ def test_two_objectives_write_the_pareto_front(ray_cluster, tmp_path, capsys):
         line.split(",")[0] for line in front[1:]
     }
     assert (experiment.report / "pareto_front.png").is_file()
+
+
+def test_hyperband_on_samples_runs_and_records_its_stops(ray_cluster, tmp_path):
+    args = ["--model", "transformer", "--smoke-test", "--trial-scheduler", "hyperband",
+            "--budget-unit", "samples", "--num-samples", 6, "--epochs", 8,
+            "--storage-path", tmp_path, "--name", "hb"]  # fmt: skip
+    assert _tune(*args) == 0
+    rows = _rows(tmp_path / "hb")
+    assert len(rows) == 6 and {r["status"] for r in rows} <= {"TERMINATED", "STOPPED_EARLY"}
+    trials = _by_trial_id(_study(tmp_path / "hb"))
+    for row in rows:
+        expected = TrialState.PRUNED if row["status"] == "STOPPED_EARLY" else TrialState.COMPLETE
+        assert trials[row["trial_id"]].state == expected
