@@ -77,8 +77,12 @@ class SearchClock(tune.Callback):
     def _poll(self) -> None:
         import ray
 
-        while not self._stop.is_set():
-            self.cpu_samples.append((time.time(), ray.available_resources().get("CPU", 0.0)))
+        while not self._stop.is_set() and ray.is_initialized():
+            try:
+                free = ray.available_resources().get("CPU", 0.0)
+            except Exception:  # the driver stopped the cluster after the search
+                return
+            self.cpu_samples.append((time.time(), free))
             self._stop.wait(self.poll_s)
 
     def setup(self, **info: Any) -> None:

@@ -102,8 +102,13 @@ def _compare(root: Path, spec: dict, *, seeds: list[int], trials: int, epochs: i
             "per_seed": by_seed,
             **{
                 f"median_{key}": median(r[key] for r in by_seed.values())
-                for key in ("best_val_gloss_acc", "first_point_val_gloss_acc",
-                            "best_minus_first_point", "stopped_near_chance", "epochs_trained")
+                for key in (
+                    "best_val_gloss_acc",
+                    "first_point_val_gloss_acc",
+                    "best_minus_first_point",
+                    "stopped_near_chance",
+                    "epochs_trained",
+                )
             },  # fmt: skip
         }
         for name, by_seed in runs.items()
@@ -124,8 +129,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     epochs = args.epochs or (2 if args.tiny else 60)
     storage = args.storage or Path(tempfile.mkdtemp(prefix="signray-bench-rungs-"))
     results = {
-        "small": _compare(bench_dataset(spec, features=False), spec, seeds=seeds, trials=trials,
-                          epochs=epochs, storage=storage)  # fmt: skip
+        "small": _compare(
+            bench_dataset(spec, features=False),
+            spec,
+            seeds=seeds,
+            trials=trials,
+            epochs=epochs,
+            storage=storage,
+        )  # fmt: skip
     }
     if args.fsl:
         results["fsl"] = _compare(bench_dataset(FULL_DATA, features=False), FULL_DATA,

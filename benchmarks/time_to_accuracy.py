@@ -19,7 +19,11 @@ reaches `--target`; every contestant then stops. A contestant that spends its bu
 reaching the target scores its whole wall time and is marked "not reached". Targets: signray's
 median time <= 0.5x stock Ray Tune's and <= Optuna standalone's.
 
-    python -m benchmarks.time_to_accuracy [--seeds 0 1 2] [--target 0.5] [--tiny]
+The default target, 0.55, is above what the space's first point reaches in 8 epochs on this
+data (0.38-0.50 in benchmark 4) and below what the searches found there (0.53-0.58): it takes a
+search to reach it.
+
+    python -m benchmarks.time_to_accuracy [--seeds 0 1 2] [--target 0.55] [--tiny]
 """
 
 from __future__ import annotations
@@ -245,14 +249,14 @@ CONTESTANTS = {"signray": run_signray, "stock_ray_tune": run_stock_ray,
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = base_parser("time_to_accuracy", __doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (0 1 2)")
-    p.add_argument("--target", type=float, default=None, help="val gloss accuracy to reach (0.5)")
+    p.add_argument("--target", type=float, default=None, help="val gloss accuracy to reach (0.55)")
     p.add_argument("--trials", type=int, default=None, help="budget: trials per search (16)")
     p.add_argument("--epochs", type=int, default=None, help="budget: epochs per trial (8)")
     p.add_argument("--storage", type=Path, default=None, help="experiment folder (a temp dir)")
     args = p.parse_args(argv)
     spec = TINY_DATA if args.tiny else QUALITY_DATA
     seeds = args.seeds or ([0] if args.tiny else [0, 1, 2])
-    goal = args.target if args.target is not None else (0.99 if args.tiny else 0.5)
+    goal = args.target if args.target is not None else (0.99 if args.tiny else 0.55)
     trials = args.trials or (2 if args.tiny else 16)
     epochs = args.epochs or (2 if args.tiny else 8)
     root = bench_dataset(spec, features=False)

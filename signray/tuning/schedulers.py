@@ -114,6 +114,17 @@ def scheduler_budget(
             grace = cap
     else:
         grace = opts.grace_period
+        if opts.trial_scheduler != "fifo" and grace < per_epoch_max:
+            # Trials report once per epoch: rungs finer than that are skipped, and ASHA later
+            # fills a skipped rung with a later, better-trained score.
+            problems.append(
+                Problem(
+                    f"`--grace-period` {grace} {unit} is less than one epoch ({per_epoch_max:g} "
+                    f"{unit}), and trials report once per epoch. Use --grace-period >= "
+                    f"{per_epoch_max:g} (or leave it out)",
+                    ["grace_period"],
+                )
+            )
         if opts.trial_scheduler in ("asha", "hyperband") and grace > max_t:
             problems.append(
                 Problem(

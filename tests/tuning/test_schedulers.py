@@ -102,3 +102,8 @@ def test_pbt_perturbs_training_fields_not_the_architecture():
     arch_only = _space({"d_model": {"distribution": "choice", "values": [32, 64]}})
     with pytest.raises(ConfigError, match="outside the architecture"):
         build_scheduler(opts, budget, space=arch_only)
+
+
+def test_grace_shorter_than_one_epoch_is_refused():
+    with pytest.raises(ConfigError, match=r"less than one epoch \(50 samples\).*>= 50"):
+        scheduler_budget(SearchOptions(grace_period=20), _base(), None, n_train=50)
