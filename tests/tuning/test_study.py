@@ -61,8 +61,13 @@ def _old_study(tmp_path, name="old"):
 
 
 def test_default_storage_is_a_sqlite_file_in_the_experiment(tmp_path):
+    import sqlite3
+
     files = ExperimentFiles(tmp_path / "exp")
     assert default_storage_url(files) == f"sqlite:///{tmp_path / 'exp' / 'optuna.db'}"
+    create_study(open_storage(default_storage_url(files)), "exp", ["max"])
+    with sqlite3.connect(files.optuna_db) as db:  # write-ahead log: fast writes, free readers
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
 def test_a_new_search_never_records_into_an_existing_study(tmp_path):
