@@ -184,25 +184,25 @@ def build_searcher(
     seed: int,
     storage=None,
     study_name: str | None = None,
-    first_points: list[dict] | None = None,
+    ahead: int = 0,
 ):
     """Optuna (the `--searcher` sampler) over the space's distributions, at most
-    `opts.max_concurrent` trials at once, recording into `storage`'s study `study_name` (in
-    memory without one). `first_points` (warm start) run before the space's own points."""
+    `opts.max_concurrent` trials at once (plus `ahead` suggested early, waiting for a slot),
+    recording into `storage`'s study `study_name` (in memory without one)."""
     concurrent = opts.max_concurrent or opts.num_samples
-    points = [*(first_points or []), *(dict(p) for p in space.points_to_evaluate)]
+    points = [dict(p) for p in space.points_to_evaluate]
     single = not opts.multi_objective
     searcher = PruningAwareOptunaSearch(
         space=dict(space.params),
         metric=opts.metrics[0] if single else opts.metrics,
         mode=opts.modes[0] if single else opts.modes,
         points_to_evaluate=points or None,
-        sampler=build_sampler(opts, seed=seed, concurrent=concurrent),
+        sampler=build_sampler(opts, seed=seed, concurrent=concurrent + ahead),
         storage=storage,
         study_name=study_name,
         max_t=max_t,
     )
-    return ConcurrencyLimiter(searcher, max_concurrent=concurrent)
+    return ConcurrencyLimiter(searcher, max_concurrent=concurrent + ahead)
 
 
 def default_max_concurrent(opts: SearchOptions) -> int:
