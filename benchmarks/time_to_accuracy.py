@@ -262,6 +262,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     root = bench_dataset(spec, features=False)
     storage = args.storage or Path(tempfile.mkdtemp(prefix="signray-bench-tta-"))
     runs: dict[str, dict[int, dict[str, Any]]] = {name: {} for name in CONTESTANTS}
+    record: dict[str, Any] = {}
     for seed in seeds:
         for name, fn in CONTESTANTS.items():
             runs[name][seed] = fn(
@@ -274,6 +275,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 f"{r['best_val_gloss_acc']:.3f} after {r['epochs']} epochs)",
                 flush=True,
             )
+        # Written after every seed: a long run stopped early keeps the seeds it finished.
+        config = {"data": spec, "space": SPACE.name, "target_val_gloss_acc": goal,
+                  "budget": {"trials": trials, "epochs_per_trial": epochs}, "seeds": seeds,
+                  "seeds_done": sorted(runs["signray"]), "concurrency": CONCURRENCY,
+                  "storage": str(storage)}  # fmt: skip
+        record = write_result("time_to_accuracy", args, _summary(runs, config))
+    return record
+
+
+def _summary(runs: dict[str, dict[int, dict[str, Any]]], config: dict) -> dict[str, Any]:
     results = {
         name: {
             "per_seed": by_seed,
@@ -285,28 +296,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     mine = results["signray"]["median_time_to_target_s"]
     stock = results["stock_ray_tune"]["median_time_to_target_s"]
     alone = results["optuna_standalone"]["median_time_to_target_s"]
-    return write_result(
-        "time_to_accuracy",
-        args,
-        {
-            "config": {
-                "data": spec,
-                "space": SPACE.name,
-                "target_val_gloss_acc": goal,
-                "budget": {"trials": trials, "epochs_per_trial": epochs},
-                "seeds": seeds,
-                "concurrency": CONCURRENCY,
-                "storage": str(storage),
-            },
-            "results": results,
-            "targets": [
-                target("signray / stock Ray Tune time to target", mine / stock, 0.5,
-                       higher_is_better=False),
-                target("signray / Optuna standalone time to target", mine / alone, 1.0,
-                       higher_is_better=False),
-            ] if math.isfinite(mine) else [],
-        },
-    )  # fmt: skip
+    targets = [
+        target("signray / stock Ray Tune time to target", mine / stock, 0.5,
+               higher_is_better=False),
+        target("signray / Optuna standalone time to target", mine / alone, 1.0,
+               higher_is_better=False),
+    ] if math.isfinite(mine) else []  # fmt: skip
+    return {"config": config, "results": results, "targets": targets}
 
 
 if __name__ == "__main__":
