@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import ray
@@ -56,9 +57,20 @@ class PruningAwareOptunaSearch(OptunaSearch):
     value first, so the pruned trial carries its last rung's score. Errors stay FAIL.
     """
 
-    def __init__(self, *args: Any, max_t: int, time_attr: str = TIME_ATTR, **kwargs: Any):
+    def __init__(
+        self,
+        *args: Any,
+        max_t: int,
+        time_attr: str = TIME_ATTR,
+        ended_on_its_own: Callable[[str], bool] | None = None,
+        **kwargs: Any,
+    ):
         super().__init__(*args, **kwargs)
         self._max_t = max_t
+        # Whether a trial's training returned on its own (its done marker): then a completion
+        # before max_t is the loop's own early stop, else the scheduler stopped the trial, also
+        # one it had paused (HyperBand) after results the searcher already saw.
+        self._ended_on_its_own = ended_on_its_own
         self._time_attr = time_attr
         self._last_step: dict[str, int] = {}
         self.pruned_trials: set[str] = set()
@@ -132,7 +144,17 @@ class PruningAwareOptunaSearch(OptunaSearch):
         if unseen:  # recorded like every other epoch (the study shows every epoch's value)
             self._ot_trials[trial_id].report(result[self.metric], step)
             self._last_step[trial_id] = step
-        if not (unseen and step < self._max_t):
+        stopped = unseen
+        if self._ended_on_its_own is not None and not unseen:
+            stopped = (
+                not isinstance(self.metric, list)
+                and not error
+                and step is not None
+                and trial_id not in self._completed_trials
+                and trial_id in self._ot_trials
+                and not self._ended_on_its_own(trial_id)
+            )
+        if not (stopped and step < self._max_t):
             return super().on_trial_complete(trial_id, result=result, error=error)
         from optuna.trial import TrialState
 
@@ -185,6 +207,7 @@ def build_searcher(
     storage=None,
     study_name: str | None = None,
     ahead: int = 0,
+    ended_on_its_own: Callable[[str], bool] | None = None,
 ):
     """Optuna (the `--searcher` sampler) over the space's distributions, at most
     `opts.max_concurrent` trials at once (plus `ahead` suggested early, waiting for a slot),
@@ -201,6 +224,7 @@ def build_searcher(
         storage=storage,
         study_name=study_name,
         max_t=max_t,
+        ended_on_its_own=ended_on_its_own,
     )
     return ConcurrencyLimiter(searcher, max_concurrent=concurrent + ahead)
 

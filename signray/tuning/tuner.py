@@ -3,6 +3,7 @@ new search, or restore an interrupted one."""
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -76,6 +77,11 @@ def _run_config(
     )
 
 
+def _ended_on_its_own(experiment_dir: str, trial_id: str) -> bool:
+    """The trial's loop returned on its own (it left its done marker); picklable by reference."""
+    return ExperimentFiles(experiment_dir).done_marker(trial_id).is_file()
+
+
 def _trial_name(trial) -> str:
     return ExperimentFiles.trial_dirname(trial.trial_id)
 
@@ -133,6 +139,7 @@ def build_tuner(
         searcher = build_searcher(
             space, limited, max_t=max_t, seed=setup.base.seed, storage=storage,
             study_name=study_name, ahead=ahead,
+            ended_on_its_own=functools.partial(_ended_on_its_own, str(setup.files.root)),
         )  # fmt: skip
         tune_config = tune.TuneConfig(
             num_samples=opts.num_samples,

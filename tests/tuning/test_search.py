@@ -446,3 +446,22 @@ def test_restore_ends_trials_asked_after_the_snapshot(tmp_path):
     restored.on_trial_result("a", _result(1, 0.3))
     restored.on_trial_complete("a", _result(4, 0.4))
     assert optuna.load_study(study_name="exp", storage=storage).trials[0].value == 0.4
+
+
+@pytest.mark.parametrize("ended_on_its_own", [False, True])
+def test_a_paused_trial_stopped_by_the_scheduler_is_pruned(ended_on_its_own):
+    """HyperBand stops a trial it paused, after results the searcher saw: the trial's done
+    marker (its loop returned on its own) tells a scheduler stop from the loop's early stop."""
+    space = parse_search_space(
+        {"space": {"lr": {"distribution": "loguniform", "low": 1e-4, "high": 1e-2}}}, "transformer"
+    )
+    s = PruningAwareOptunaSearch(
+        space=dict(space.params), metric="val_gloss_acc", mode="max", seed=0, max_t=4,
+        ended_on_its_own=lambda trial_id: ended_on_its_own,
+    )  # fmt: skip
+    s.suggest("a")
+    s.on_trial_result("a", _result(1, 0.1))
+    s.on_trial_result("a", _result(2, 0.2))
+    s.on_trial_complete("a", _result(2, 0.2))
+    expected = TrialState.COMPLETE if ended_on_its_own else TrialState.PRUNED
+    assert _state(s, "a").state == expected and _state(s, "a").value == 0.2
