@@ -126,7 +126,10 @@ def plan_new(args: argparse.Namespace) -> TunePlan:
         if file_model is not None:
             args.model = file_model
     cfg = _absolute_paths(config_from_args(args))
-    options = search_options_from_args(args, SMOKE["search"] if cfg.smoke_test else None)
+    smoke = dict(SMOKE["search"]) if cfg.smoke_test else None
+    if smoke and hasattr(args, "budget_unit"):  # the smoke grace period is in epochs
+        smoke.pop("grace_period")
+    options = search_options_from_args(args, smoke)
     single = args.single_run or (space_path is None and args.config is not None)
     workers = cfg.ray_workers if options.workers_per_trial is None else options.workers_per_trial
     options = options.replace(single_run=single, workers_per_trial=workers)

@@ -247,3 +247,19 @@ def test_saved_state_round_trip(tmp_path, monkeypatch):
     assert resumed.base == plan.base
     assert resumed.options == plan.options
     assert resumed.space.params == plan.space.params
+
+
+def test_smoke_test_grace_period_follows_the_budget_unit(tmp_path):
+    from signray.tuning.plan import plan_new
+
+    def options(*extra):
+        args = build_parser().parse_args(
+            ["--smoke-test", "--storage-path", str(tmp_path), "--name", "x", *extra]
+        )
+        return plan_new(args).options
+
+    smoke = options()
+    assert (smoke.budget_unit, smoke.grace_period) == ("epochs", 1)
+    samples = options("--budget-unit", "samples")  # the smoke grace (1 epoch) does not apply
+    assert (samples.budget_unit, samples.grace_period) == ("samples", None)
+    assert samples.optuna_storage == f"sqlite:///{tmp_path / 'x' / 'optuna.db'}"
