@@ -248,6 +248,10 @@ def trial_status(tune_status: str, done: bool, epochs: int, max_epochs: int) -> 
     marker) or it ran every epoch, else the scheduler stopped it (STOPPED_EARLY)."""
     if tune_status == Status.ERROR:
         return Status.ERROR
+    if epochs >= max_epochs > 0:
+        # Trained to the end, whatever Tune's last saved state says (HyperBand can leave a
+        # trial it paused at its last rung saved as PAUSED after stopping it).
+        return Status.TERMINATED
     if tune_status == "TERMINATED":
         return Status.TERMINATED if done or epochs >= max_epochs else Status.STOPPED_EARLY
     return Status.UNFINISHED
