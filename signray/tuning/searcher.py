@@ -73,6 +73,7 @@ class PruningAwareOptunaSearch(OptunaSearch):
         self._ended_on_its_own = ended_on_its_own
         self._time_attr = time_attr
         self._last_step: dict[str, int] = {}
+        self._last_result: dict[str, dict] = {}
         self.pruned_trials: set[str] = set()
 
     def suggest(self, trial_id: str) -> dict | None:
@@ -122,6 +123,7 @@ class PruningAwareOptunaSearch(OptunaSearch):
         # A trial retried from an older checkpoint repeats epochs; Optuna keeps the first value.
         if step > self._last_step.get(trial_id, 0):
             self._ot_trials[trial_id].report(result[self.metric], step)
+            self._last_result[trial_id] = {self.metric: result[self.metric], self._time_attr: step}
         self._last_step[trial_id] = max(step, self._last_step.get(trial_id, 0))
 
     def on_trial_complete(
@@ -130,6 +132,10 @@ class PruningAwareOptunaSearch(OptunaSearch):
         if trial_id not in self._completed_trials and self._finished_in_study(trial_id):
             self._completed_trials.add(trial_id)  # the study keeps its first verdict
             return
+        if result is None and not error:
+            # A trial stopped while paused (HyperBand) completes without a result: judge it
+            # by the last one the searcher saw.
+            result = self._last_result.get(trial_id)
         step = self._step(result) if result else None
         unseen = (  # a result the searcher was not shown: the one that ended the trial
             not isinstance(self.metric, list)  # several objectives: FIFO, no early stops

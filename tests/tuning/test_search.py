@@ -465,3 +465,13 @@ def test_a_paused_trial_stopped_by_the_scheduler_is_pruned(ended_on_its_own):
     s.on_trial_complete("a", _result(2, 0.2))
     expected = TrialState.COMPLETE if ended_on_its_own else TrialState.PRUNED
     assert _state(s, "a").state == expected and _state(s, "a").value == 0.2
+
+
+def test_a_trial_stopped_while_paused_is_judged_by_its_last_result():
+    """Tune completes a trial HyperBand stopped while paused without a result."""
+    s = _searcher(max_t=2)
+    s.suggest("a")
+    s.on_trial_result("a", _result(1, 0.1))
+    s.on_trial_result("a", _result(2, 0.3))  # paused at max_t, then stopped
+    s.on_trial_complete("a", None)
+    assert _state(s, "a").state == TrialState.COMPLETE and _state(s, "a").value == 0.3
