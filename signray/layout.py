@@ -18,6 +18,11 @@ __all__ = [
     "METRIC",
     "MODE",
     "TIME_ATTR",
+    "STEPS_ATTR",
+    "SAMPLES_ATTR",
+    "BUDGET_ATTRS",
+    "LATENCY_METRIC",
+    "PARAMS_METRIC",
     "CHECKPOINT_FILE",
     "CHECKPOINT_METRICS",
     "EVALUATION_FILES",
@@ -33,6 +38,14 @@ __all__ = [
 METRIC = "val_gloss_acc"
 MODE = "max"
 TIME_ATTR = "epoch"
+# How much training a run has had (cumulative, every epoch's report): the trial schedulers'
+# budget unit (`--budget-unit epochs|steps|samples`).
+STEPS_ATTR = "optimizer_steps"
+SAMPLES_ATTR = "samples_seen"
+BUDGET_ATTRS = {"epochs": TIME_ATTR, "steps": STEPS_ATTR, "samples": SAMPLES_ATTR}
+# The optional second objectives (`--objectives`): minimised (signray.training.costs).
+LATENCY_METRIC = "latency_ms_per_clip"
+PARAMS_METRIC = "num_params"
 
 # The file inside every Ray (Train or Tune) checkpoint folder, and its metrics beside it (read
 # without downloading the checkpoint, e.g. to pick the best one on an object store).
@@ -108,6 +121,7 @@ REPORT_FILES = {
     "params": "params_vs_accuracy.png",
     "importance": "importance.png",
     "importance_csv": "importance.csv",
+    "pareto": "pareto_front.png",
 }
 
 
@@ -130,6 +144,10 @@ class ExperimentFiles:
     # What `signray.tune --resume` needs to rebuild the search: options, base config, space.
     DRIVER_STATE = "signray_tune.json"
     SPACE_COPY = "search_space.yaml"
+    # The search's Optuna study (default --optuna-storage), and the Pareto front of a search
+    # with several --objectives.
+    OPTUNA_DB = "optuna.db"
+    PARETO_CSV = "pareto.csv"
     MLRUNS_DIR = "mlruns"
     # Folder the best config retrains into (`signray.train --config best_config.yaml`).
     RETRAIN_DIR = "retrain"
@@ -146,6 +164,8 @@ class ExperimentFiles:
     train_runs = _in_folder(TRAIN_RUNS_DIR, "Ray Train runs of multi-worker trials")
     driver_state = _in_folder(DRIVER_STATE, "base config, options and space for --resume")
     space_copy = _in_folder(SPACE_COPY, "the search-space file the search read")
+    optuna_db = _in_folder(OPTUNA_DB, "the Optuna study (SQLite) unless --optuna-storage")
+    pareto_csv = _in_folder(PARETO_CSV, "the Pareto front's trials (several --objectives)")
     mlruns = _in_folder(MLRUNS_DIR, "the MLflow store (--mlflow)")
     retrain = _in_folder(RETRAIN_DIR, "best_config.yaml's output_dir")
 

@@ -76,7 +76,8 @@ def _resume_command(name: str, storage_path: str, address: str | None) -> str:
     return shlex.join(words)  # pasteable even when a path has spaces
 
 
-def run(args: argparse.Namespace) -> int | None:
+def run(args: argparse.Namespace, callbacks: list | None = None, stop=None) -> int | None:
+    """The command; `callbacks` and `stop` reach a new search's Tuner (used by benchmarks)."""
     from signray.tuning.plan import plan_new, plan_resume
 
     resuming = args.resume_experiment or args.restore
@@ -95,6 +96,8 @@ def run(args: argparse.Namespace) -> int | None:
         dashboard_port=args.dashboard_port,
         resume_command=_resume_command(plan.files.name, str(plan.files.root.parent), args.address),
         retry_errored=args.retry_errored,
+        callbacks=callbacks,
+        stop=stop,
     )
 
 

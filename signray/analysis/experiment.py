@@ -24,10 +24,25 @@ from optuna.distributions import BaseDistribution
 
 from signray.config.experiment_state import ExperimentState
 from signray.errors import ConfigError, DataError
-from signray.layout import CHECKPOINT_FILE, METRIC, ExperimentFiles, Status, rank_key
+from signray.layout import (
+    CHECKPOINT_FILE,
+    LATENCY_METRIC,
+    METRIC,
+    PARAMS_METRIC,
+    ExperimentFiles,
+    Status,
+    rank_key,
+)
 from signray.storage import Location, RemotePath
 
-__all__ = ["TRIAL_COLUMNS", "Experiment", "TrialRun", "read_experiment", "tidy_params"]
+__all__ = [
+    "COST_COLUMNS",
+    "TRIAL_COLUMNS",
+    "Experiment",
+    "TrialRun",
+    "read_experiment",
+    "tidy_params",
+]
 
 # trials.csv: trial_id, the searched parameters, then these.
 TRIAL_COLUMNS = (
@@ -41,6 +56,8 @@ TRIAL_COLUMNS = (
     "wall_time_s",
     "error",
 )
+# Measured per trial when a search has several objectives; columns only when measured.
+COST_COLUMNS = (LATENCY_METRIC, PARAMS_METRIC)
 
 
 def tidy_params(sampled: Mapping[str, Any]) -> dict[str, Any]:
@@ -126,6 +143,7 @@ class TrialRun:
             f"last_{metric}": _number(self.last(metric)),
             "val_cat_acc": at_best("val_cat_acc"),
             "val_gloss_top5": at_best("val_gloss_top5"),
+            **{c: _number(self.last(c)) for c in COST_COLUMNS if c in self.history},
             "wall_time_s": None if self.wall_time_s is None else round(self.wall_time_s, 2),
             "error": self.error,
         }
@@ -153,6 +171,8 @@ class Experiment:
     def table(self, metric: str = METRIC) -> pd.DataFrame:
         """One row per trial (the trials.csv columns), in the order Tune created them."""
         columns = ["trial_id", *self.params, *(c.replace(METRIC, metric) for c in TRIAL_COLUMNS)]
+        measured = [c for c in COST_COLUMNS if any(c in t.history for t in self.trials)]
+        columns[columns.index("wall_time_s") : columns.index("wall_time_s")] = measured
         return pd.DataFrame([t.row(self.params, metric) for t in self.trials], columns=columns)
 
     def checkpoint_dirs(self, trial: TrialRun) -> list[Location]:
@@ -243,6 +263,10 @@ def trial_status(tune_status: str, done: bool, epochs: int, max_epochs: int) -> 
     marker) or it ran every epoch, else the scheduler stopped it (STOPPED_EARLY)."""
     if tune_status == Status.ERROR:
         return Status.ERROR
+    if epochs >= max_epochs > 0:
+        # Trained to the end, whatever Tune's last saved state says (HyperBand can leave a
+        # trial it paused at its last rung saved as PAUSED after stopping it).
+        return Status.TERMINATED
     if tune_status == "TERMINATED":
         return Status.TERMINATED if done or epochs >= max_epochs else Status.STOPPED_EARLY
     return Status.UNFINISHED

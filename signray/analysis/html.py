@@ -64,7 +64,13 @@ th{background:#f3f3f3} .kv th{text-align:left} .note{color:#555;font-size:13px}
 
 
 def report_page(
-    exp: Experiment, best: TrialRun, table: pd.DataFrame, *, metric: str, importance_note: str
+    exp: Experiment,
+    best: TrialRun,
+    table: pd.DataFrame,
+    *,
+    metric: str,
+    importance_note: str,
+    pareto: bool = False,
 ) -> str:
     """The whole page; images are the report folder's PNGs, referenced by name."""
     counts = table["status"].value_counts().to_dict()
@@ -87,6 +93,12 @@ def report_page(
         ),
         ("Hyperparameter importance", "importance", importance_note),
     ]
+    if pareto:
+        figures.insert(
+            0,
+            ("Pareto front", "pareto", "Red: trials no other trial beats on every objective "
+             "(pareto.csv lists them)."),
+        )  # fmt: skip
     body = "".join(
         f"<h2>{title}</h2><img src='{REPORT_FILES[key]}' alt='{REPORT_FILES[key]}'>"
         f"<p class='note'>{html.escape(text)}</p>"

@@ -7,6 +7,7 @@ import os
 from signray.analysis.experiment import Experiment, read_experiment
 from signray.analysis.html import report_page
 from signray.analysis.importance import param_importances
+from signray.analysis.pareto import plot_pareto
 from signray.analysis.search_plots import (
     plot_best_so_far,
     plot_curves,
@@ -40,6 +41,9 @@ def write_report(
         out / REPORT_FILES["importance_csv"],
         "param,importance\n" + "".join(f"{k},{v:.6f}\n" for k, v in importances.items()),
     )
+    costs = exp.state.options.metrics[1:] if exp.state is not None else []
+    if costs:
+        plot_pareto(table, costs, out / REPORT_FILES["pareto"])
     ranked = table.sort_values(f"best_{metric}", ascending=False, na_position="last")
-    page = report_page(exp, best, ranked, metric=metric, importance_note=note)
+    page = report_page(exp, best, ranked, metric=metric, importance_note=note, pareto=bool(costs))
     return write_text(out / REPORT_FILES["index"], page)

@@ -13,7 +13,7 @@ from typing import Any
 
 from signray.cli import add_dataclass_flags, given_values
 from signray.config.files import load_config_file
-from signray.config.search import SEARCHERS, TRIAL_SCHEDULERS, SearchOptions
+from signray.config.search import BUDGET_UNITS, SEARCHERS, TRIAL_SCHEDULERS, SearchOptions
 from signray.config.train import DATA_MODES, TrainConfig, config_keys, resolve_config
 from signray.models import get_model_spec, list_models
 
@@ -70,7 +70,11 @@ def add_search_flags(group: argparse._ActionsContainer) -> None:
     add_dataclass_flags(
         group,
         SearchOptions,
-        choices={"searcher": SEARCHERS, "trial_scheduler": TRIAL_SCHEDULERS},
+        choices={
+            "searcher": SEARCHERS,
+            "trial_scheduler": TRIAL_SCHEDULERS,
+            "budget_unit": BUDGET_UNITS,
+        },
         exclude={"single_run"},
     )
 

@@ -20,7 +20,7 @@ from torch import nn
 from signray.config import TrainConfig
 from signray.data import PackedSplit
 from signray.errors import ConfigError
-from signray.layout import METRIC
+from signray.layout import METRIC, SAMPLES_ATTR, STEPS_ATTR
 from signray.training.checkpoint import Checkpoint
 from signray.training.device import (
     build_batches,
@@ -147,6 +147,8 @@ def train_loop(
     weights = LossWeights(cfg.gloss_weight, cfg.cat_weight, cfg.label_smoothing)
 
     metrics: dict[str, float] = state.history[-1] if state.history else {}
+    # How much training the run has had, the budget unit of the trial schedulers.
+    steps, samples = int(metrics.get(STEPS_ATTR, 0)), int(metrics.get(SAMPLES_ATTR, 0))
     stopped_early = False
     for epoch in range(state.epoch, cfg.epochs):
         if cfg.early_stop and state.bad_epochs >= cfg.early_stop:
@@ -174,6 +176,8 @@ def train_loop(
         elif scheduler is not None:
             scheduler.step()
         is_best = vm[METRIC] > state.best
+        steps += len(train_loader)
+        samples += int(tm["train_samples"])
         state.epoch = epoch + 1
         if is_best:
             state.best, state.best_epoch, state.bad_epochs = vm[METRIC], epoch + 1, 0
@@ -189,6 +193,8 @@ def train_loop(
             "train_frames_per_s": tm["train_frames"] / tm["train_seconds"],
             "best_val_gloss_acc": state.best,
             "best_epoch": state.best_epoch,
+            STEPS_ATTR: steps,
+            SAMPLES_ATTR: samples,
         }
         if (peak := peak_memory_mb(device)) is not None:
             metrics["gpu_peak_memory_mb"] = peak
@@ -256,6 +262,30 @@ def _restore(ckpt, cfg, input_dim, model, optimizer, scheduler, scaler) -> _Prog
         scheduler.load_state_dict(ckpt.scheduler)
     if scaler is not None and ckpt.scaler is not None:
         scaler.load_state_dict(ckpt.scaler)
+    _apply_optimizer_settings(ckpt, cfg, optimizer, scheduler)
     return _Progress(
         ckpt.epoch, ckpt.best_metric, ckpt.best_epoch, ckpt.bad_epochs, list(ckpt.history)
     )
+
+
+def _apply_optimizer_settings(ckpt, cfg: TrainConfig, optimizer, scheduler) -> None:
+    """Give the restored optimizer the config's `lr` and `weight_decay` when they changed.
+
+    Loading an optimizer's state restores the checkpoint's learning rate and weight decay. A run
+    resumed with other values (population-based training perturbs them, then restores the
+    exploited trial's checkpoint into the new config) must train with the new ones; a plain
+    resume keeps the checkpoint's, so a plateau scheduler's reductions survive it.
+    """
+    lr, wd = cfg.lr, cfg.weight_decay
+    if ckpt.config.get("lr") == lr and ckpt.config.get("weight_decay") == wd:
+        return
+    if isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
+        scheduler.base_lrs = [lr] * len(optimizer.param_groups)
+        factors = [fn(scheduler.last_epoch) for fn in scheduler.lr_lambdas]
+    else:
+        factors = [1.0] * len(optimizer.param_groups)
+    for group, factor in zip(optimizer.param_groups, factors, strict=True):
+        group["lr"] = lr * factor
+        group["weight_decay"] = wd
+        if "initial_lr" in group:
+            group["initial_lr"] = lr

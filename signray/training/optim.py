@@ -15,13 +15,17 @@ __all__ = ["build_optimizer", "build_scheduler", "seed_everything"]
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
+    """Seed every generator and set (or clear) deterministic kernels.
+
+    Sets every flag both ways: a Tune actor reused for the next trial must start exactly as a
+    fresh process would, whatever the trial before it chose.
+    """
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-    if deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
-        torch.backends.cudnn.deterministic = True
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = deterministic
 
 
 def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:

@@ -5,8 +5,12 @@ checkpoint and draw the report."""
 from __future__ import annotations
 
 import sys
+import threading
 import time
 
+import ray
+
+from signray.analysis.pareto import format_front, write_pareto
 from signray.analysis.report import write_report
 from signray.errors import ConfigError
 from signray.layout import Status
@@ -16,9 +20,17 @@ from signray.tuning.cluster import init_ray
 from signray.tuning.plan import TunePlan
 from signray.tuning.resources import TrialShape, cluster_nodes
 from signray.tuning.results import format_summary, quiet_missing_results, write_outputs
+from signray.tuning.schedulers import scheduler_budget
+from signray.tuning.study import (
+    check_new_study,
+    create_study,
+    load_warm_source,
+    open_storage,
+    warm_start,
+)
 from signray.tuning.trial import TrialSetup
-from signray.tuning.trial_data import evaluate_remotely, prepare_trial_data
-from signray.tuning.tuner import build_tuner, can_restore, restore_tuner
+from signray.tuning.trial_data import evaluate_best, prepare_trial_data
+from signray.tuning.tuner import build_tuner, can_restore, restore_tuner, set_tune_environment
 
 __all__ = ["run_search"]
 
@@ -32,6 +44,38 @@ def _check_cluster(shape: TrialShape, max_concurrent: int | None, address: str |
         print(warning, file=sys.stderr, flush=True)
 
 
+def _check_study(plan: TunePlan) -> tuple | None:
+    """(storage, warm-start source) of a new search that records an Optuna study, checked
+    before anything is written or printed: a refused command leaves no folder behind."""
+    o = plan.options
+    if plan.resumed or not plan.searching or o.trial_scheduler == "pbt" or not o.optuna_storage:
+        return None
+    source = load_warm_source(o.warm_start) if o.warm_start else None
+    storage = open_storage(o.optuna_storage)
+    check_new_study(storage, plan.files.name)
+    return storage, source
+
+
+def _start_study(plan: TunePlan, checked: tuple | None):
+    """Save the plan; create the study (told the warm start); its storage, or None."""
+    if not plan.resumed:
+        plan.save()
+    if checked is None:
+        return None
+    storage, source = checked
+    o = plan.options
+    study = create_study(storage, plan.files.name, o.modes)
+    if source is not None:
+        told = warm_start(study, source, dict(plan.space.params), o.warm_start_top_k)
+        print(told.describe(), flush=True)
+    print(
+        f"Optuna study {plan.files.name!r} in {o.optuna_storage}; watch it live with:\n"
+        f"  optuna-dashboard {o.optuna_storage}",
+        flush=True,
+    )
+    return storage
+
+
 def run_search(
     plan: TunePlan,
     *,
@@ -40,10 +84,19 @@ def run_search(
     dashboard_port: int | None,
     resume_command: str,
     retry_errored: bool = False,
+    callbacks: list | None = None,
+    stop=None,
 ) -> int:
-    """Exit code: 0 done, 1 every trial errored, 130 interrupted (resume with `resume_command`)."""
+    """Exit code: 0 done, 1 every trial errored, 130 interrupted (resume with `resume_command`).
+
+    `callbacks` and `stop` go to a new search's Tuner (the benchmarks' clocks and stoppers).
+    """
     summary = check_inputs(plan.base)  # every data problem surfaces here, before Ray starts
     o = plan.options
+    budget = None
+    if plan.searching and o.trial_scheduler != "fifo":
+        budget = scheduler_budget(o, plan.base, plan.space, len(summary.train))
+    checked = _check_study(plan)
     print(
         f"signray.tune: model {plan.base.model}, {summary.describe()}, "
         f"{plan.base.epochs} epochs per trial, "
@@ -57,9 +110,16 @@ def run_search(
     )
     if plan.searching:
         print("search space:\n  " + plan.space.describe().replace("\n", "\n  "), flush=True)
+    if budget is not None:
+        print(f"{o.trial_scheduler} counts training in {budget.unit}: {budget.describe()}")
+        for note in budget.notes:
+            print(f"note: {note}", file=sys.stderr, flush=True)
 
+    set_tune_environment()
+    started_here = not ray.is_initialized()
     init_ray(address, dashboard_host=dashboard_host, dashboard_port=dashboard_port)
     _check_cluster(TrialShape.from_options(o), o.max_concurrent, address)
+    storage = _start_study(plan, checked)
     data = prepare_trial_data(plan.base, summary)
     root = plan.files.root
     setup = TrialSetup(
@@ -70,6 +130,7 @@ def run_search(
         gpus_per_trial=o.gpus_per_trial,
         keep_checkpoints=o.keep_checkpoints,
         worker_failures=o.worker_failures,
+        cost_metrics=tuple(o.metrics[1:]),
     ).with_runtime()
     if plan.resumed:
         if not can_restore(plan.files):
@@ -77,8 +138,10 @@ def run_search(
         with quiet_missing_results():  # a trial that had not started has no results yet
             tuner = restore_tuner(plan.files, setup, data, retry_errored=retry_errored)
     else:
-        plan.save()
-        tuner = build_tuner(plan.space if plan.searching else None, setup, data, o)
+        tuner = build_tuner(
+            plan.space if plan.searching else None, setup, data, o, budget=budget,
+            storage=storage, study_name=plan.files.name, callbacks=callbacks, stop=stop,
+        )  # fmt: skip
     start = time.perf_counter()
     try:
         with quiet_missing_results():
@@ -90,9 +153,17 @@ def run_search(
         plan.files.root, base=setup.base, wall_time_s=time.perf_counter() - start
     )
     print(format_summary(report), flush=True)
+    if o.multi_objective and not o.single_run:
+        path, front = write_pareto(report.experiment, o.metrics[1:])
+        print(f"{format_front(front, o.metrics[1:])}\n  table: {path}", flush=True)
     if report.best_checkpoint is not None:
-        evaluate_remotely(data, report.best_checkpoint, plan.files.evaluation)
+        evaluate_best(data, report.best_checkpoint, plan.files.evaluation)
+    # The report uses no cluster: the cluster this command started stops meanwhile (seconds on
+    # a small machine) instead of at exit.
+    stopping = threading.Thread(target=ray.shutdown if started_here else lambda: None)
+    stopping.start()
     print(f"report: {write_report(report.experiment)}", flush=True)
+    stopping.join()
     expected = 1 if o.single_run else o.num_samples
     if report.count(Status.UNFINISHED) or len(report.trials) < expected:
         print(f"\nthe search was interrupted; continue it with:\n  {resume_command}", flush=True)

@@ -35,6 +35,7 @@ from signray.storage import (
 )
 from signray.tuning.address import cluster_target
 from signray.tuning.resources import TrialShape
+from signray.tuning.study import default_storage_url
 
 __all__ = ["DEFAULT_SPACES", "SMOKE", "TunePlan", "packaged_space", "plan_new", "plan_resume"]
 
@@ -46,7 +47,12 @@ DEFAULT_SPACES = {"transformer": "tx.yaml", "iv3_gru": "iv3_gru.yaml"}
 # after 2 finished trials. Only values the user did not give are filled in.
 SMOKE = {
     "config": {"epochs": 16, "num_gloss": 20, "num_cat": 4},
-    "search": {"num_samples": 6, "grace_period": 1, "reduction_factor": 2.0},
+    "search": {
+        "num_samples": 6,
+        "budget_unit": "epochs",
+        "grace_period": 1,
+        "reduction_factor": 2.0,
+    },
 }
 
 _DATA_PATHS = (
@@ -146,11 +152,21 @@ def plan_new(args: argparse.Namespace) -> TunePlan:
         if file_model is not None:
             args.model = file_model
     cfg = _absolute_paths(config_from_args(args))
-    options = search_options_from_args(args, SMOKE["search"] if cfg.smoke_test else None)
+    smoke = dict(SMOKE["search"]) if cfg.smoke_test else None
+    if smoke and hasattr(args, "budget_unit"):  # the smoke grace period is in epochs
+        smoke.pop("grace_period")
+    options = search_options_from_args(args, smoke)
     single = args.single_run or (space_path is None and args.config is not None)
     workers = cfg.ray_workers if options.workers_per_trial is None else options.workers_per_trial
     options = options.replace(single_run=single, workers_per_trial=workers)
+    if options.multi_objective and not hasattr(args, "trial_scheduler"):
+        options = options.replace(trial_scheduler="fifo")  # early stopping ranks one metric
     problems: list[str] = list(options.problems(cfg.epochs))
+    if options.multi_objective and workers > 1:
+        problems.append(
+            "several `--objectives` are measured inside one-worker trials; use "
+            "--workers-per-trial 1"
+        )
     if workers >= 1:
         # Every trial runs on `workers` ranks: the config and every batch size the space can
         # sample must split over them (TrainConfig's own rule, checked with the space).
@@ -188,6 +204,9 @@ def plan_new(args: argparse.Namespace) -> TunePlan:
     problems.extend(_local_only_problems(files, options, "--storage-path"))
     if problems:
         raise ConfigError(problems)
+    if space is not None and not single and options.optuna_storage is None:
+        # Saved with the plan, so --resume and --warm-start find the study.
+        options = options.replace(optuna_storage=default_storage_url(files))
     return TunePlan(cfg, space, space_file, options, files, resumed=False)
 
 

@@ -1,32 +1,37 @@
-"""The searcher and the trial scheduler: Optuna (TPE or random) over the search space's own
-Optuna distributions, and ASHA (or FIFO) on ``epoch``, maximising ``val_gloss_acc``.
+"""The searcher: one of Optuna's samplers over the search space's own Optuna distributions,
+maximising ``val_gloss_acc`` (and minimising latency or size with several ``--objectives``), in
+an Optuna study that can live in a database (`signray.tuning.study`).
 
-`epoch` is the time axis: it stays right when a trial resumes from a checkpoint, unlike Tune's
-own iteration counter.
+`epoch` is the step of every intermediate value the study records: it stays right when a trial
+resumes from a checkpoint, unlike Tune's own iteration counter.
 """
 
 from __future__ import annotations
 
 import logging
+import warnings
+from collections.abc import Callable
 from typing import Any
 
-from ray import tune
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
 from signray.config.search import SearchOptions
 from signray.config.search_space import SearchSpace
-from signray.layout import METRIC, MODE, TIME_ATTR
+from signray.layout import TIME_ATTR
 from signray.tuning.resources import TrialShape, cluster_nodes
 
 __all__ = [
     "PruningAwareOptunaSearch",
-    "build_scheduler",
+    "build_sampler",
     "build_searcher",
     "default_max_concurrent",
 ]
 
 logger = logging.getLogger(__name__)
+
+# The user attribute naming a study trial's Ray trial id.
+RAY_TRIAL_ID_ATTR = "ray_trial_id"
 
 
 class PruningAwareOptunaSearch(OptunaSearch):
@@ -51,12 +56,55 @@ class PruningAwareOptunaSearch(OptunaSearch):
     value first, so the pruned trial carries its last rung's score. Errors stay FAIL.
     """
 
-    def __init__(self, *args: Any, max_t: int, time_attr: str = TIME_ATTR, **kwargs: Any):
+    def __init__(
+        self,
+        *args: Any,
+        max_t: int,
+        time_attr: str = TIME_ATTR,
+        ended_on_its_own: Callable[[str], bool] | None = None,
+        **kwargs: Any,
+    ):
         super().__init__(*args, **kwargs)
         self._max_t = max_t
+        # Whether a trial's training returned on its own (its done marker): then a completion
+        # before max_t is the loop's own early stop, else the scheduler stopped the trial, also
+        # one it had paused (HyperBand) after results the searcher already saw.
+        self._ended_on_its_own = ended_on_its_own
         self._time_attr = time_attr
         self._last_step: dict[str, int] = {}
+        self._last_result: dict[str, dict] = {}
         self.pruned_trials: set[str] = set()
+
+    def suggest(self, trial_id: str) -> dict | None:
+        config = super().suggest(trial_id)
+        if config is not None and trial_id in self._ot_trials:
+            # Which Ray trial this is: trials.csv and the dashboard can then be matched.
+            self._ot_trials[trial_id].set_user_attr(RAY_TRIAL_ID_ATTR, trial_id)
+        return config
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Restore after an interruption, consistent with the study in its database.
+
+        The pickled state is a snapshot that can lag behind the database: trials asked for after
+        it are ended as FAIL (left RUNNING they would never finish, and the constant liar would
+        count them as pending forever), and the sampler gets a fresh random state (the
+        snapshot's would propose the same configs again).
+        """
+        super().restore(checkpoint_path)
+        from optuna.trial import TrialState
+
+        known = {t.number for t in self._ot_trials.values()}
+        for trial in self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if trial.number not in known:
+                self._ot_study.tell(trial.number, state=TrialState.FAIL)
+        self._ot_study.sampler.reseed_rng()
+
+    def _finished_in_study(self, trial_id: str) -> bool:
+        """The study already holds this trial's outcome (told before an interruption)."""
+        ot_trial = self._ot_trials.get(trial_id)
+        if ot_trial is None:
+            return False
+        return self._ot_study._storage.get_trial(ot_trial._trial_id).state.is_finished()
 
     def _step(self, result: dict) -> int | None:
         step = result.get(self._time_attr)
@@ -65,75 +113,125 @@ class PruningAwareOptunaSearch(OptunaSearch):
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if isinstance(self.metric, list) or trial_id in self._completed_trials:
             return super().on_trial_result(trial_id, result)
+        if self._finished_in_study(trial_id):  # re-run after a resume: the study has its verdict
+            self._completed_trials.add(trial_id)
+            return
         step = self._step(result)
         if step is None or self.metric not in result:
             return
         # A trial retried from an older checkpoint repeats epochs; Optuna keeps the first value.
         if step > self._last_step.get(trial_id, 0):
             self._ot_trials[trial_id].report(result[self.metric], step)
+            self._last_result[trial_id] = {self.metric: result[self.metric], self._time_attr: step}
         self._last_step[trial_id] = max(step, self._last_step.get(trial_id, 0))
 
     def on_trial_complete(
         self, trial_id: str, result: dict | None = None, error: bool = False
     ) -> None:
+        if trial_id not in self._completed_trials and self._finished_in_study(trial_id):
+            self._completed_trials.add(trial_id)  # the study keeps its first verdict
+            return
+        if result is None and not error:
+            # A trial stopped while paused (HyperBand) completes without a result: judge it
+            # by the last one the searcher saw.
+            result = self._last_result.get(trial_id)
         step = self._step(result) if result else None
-        stopped_early = (
-            not error
+        unseen = (  # a result the searcher was not shown: the one that ended the trial
+            not isinstance(self.metric, list)  # several objectives: FIFO, no early stops
+            and not error
             and result is not None
             and step is not None
             and self.metric in result
-            and step < self._max_t
             and step > self._last_step.get(trial_id, 0)
             and trial_id not in self._completed_trials
             and trial_id in self._ot_trials
         )
-        if not stopped_early:
+        if unseen:  # recorded like every other epoch (the study shows every epoch's value)
+            self._ot_trials[trial_id].report(result[self.metric], step)
+            self._last_step[trial_id] = step
+        stopped = unseen
+        if self._ended_on_its_own is not None and not unseen:
+            stopped = (
+                not isinstance(self.metric, list)
+                and not error
+                and step is not None
+                and trial_id not in self._completed_trials
+                and trial_id in self._ot_trials
+                and not self._ended_on_its_own(trial_id)
+            )
+        if not (stopped and step < self._max_t):
             return super().on_trial_complete(trial_id, result=result, error=error)
         from optuna.trial import TrialState
 
-        ot_trial = self._ot_trials[trial_id]
-        ot_trial.report(result[self.metric], step)
         try:
-            self._ot_study.tell(ot_trial, None, state=TrialState.PRUNED)
+            self._ot_study.tell(self._ot_trials[trial_id], None, state=TrialState.PRUNED)
         except Exception as exc:  # same tolerance as the parent (e.g. a NaN metric)
             logger.warning(exc)
         self.pruned_trials.add(trial_id)
         self._completed_trials.add(trial_id)
 
 
-def build_searcher(space: SearchSpace, opts: SearchOptions, *, max_t: int, seed: int):
-    """Optuna TPE (seeded; startup trials scaled to the budget) or Optuna random sampling,
-    sampling the space's Optuna distributions directly, at most `opts.max_concurrent` at once."""
+def build_sampler(opts: SearchOptions, *, seed: int, concurrent: int):
+    """The Optuna sampler `--searcher` names, seeded; model-based ones start modelling after a
+    few finished trials (scaled to the budget: Optuna's default 10 would leave a small search
+    unmodelled)."""
     import optuna
 
-    if opts.searcher == "random":
-        sampler = optuna.samplers.RandomSampler(seed=seed)
-    else:
-        # TPE samples at random until it has this many finished trials; a few are enough to
-        # start modelling, and with a small budget the default 10 would leave TPE unused.
-        startup = min(10, max(2, opts.num_samples // 4))
-        sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
+    startup = min(10, max(2, opts.num_samples // 4))
+    kind = opts.searcher
+    with warnings.catch_warnings():
+        # QMC and TPE's `group` are marked experimental; the user chose them, no need to warn.
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if kind == "random":
+            return optuna.samplers.RandomSampler(seed=seed)
+        if kind == "qmc":
+            return optuna.samplers.QMCSampler(seed=seed, scramble=True)
+        if kind == "gp":
+            return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup)
+        if kind == "cmaes":
+            # CMA-ES models numbers; categorical fields are sampled independently (at random).
+            return optuna.samplers.CmaEsSampler(seed=seed, n_startup_trials=startup)
+        # Multivariate TPE models the fields jointly (`group`: also trials told by a warm start
+        # that lack a field); with trials running at once, the constant liar counts running
+        # trials as bad so that concurrent suggestions spread out.
+        return optuna.samplers.TPESampler(
+            seed=seed,
+            n_startup_trials=startup,
+            multivariate=True,
+            group=True,
+            constant_liar=concurrent > 1,
+        )
+
+
+def build_searcher(
+    space: SearchSpace,
+    opts: SearchOptions,
+    *,
+    max_t: int,
+    seed: int,
+    storage=None,
+    study_name: str | None = None,
+    ahead: int = 0,
+    ended_on_its_own: Callable[[str], bool] | None = None,
+):
+    """Optuna (the `--searcher` sampler) over the space's distributions, at most
+    `opts.max_concurrent` trials at once (plus `ahead` suggested early, waiting for a slot),
+    recording into `storage`'s study `study_name` (in memory without one)."""
+    concurrent = opts.max_concurrent or opts.num_samples
+    points = [dict(p) for p in space.points_to_evaluate]
+    single = not opts.multi_objective
     searcher = PruningAwareOptunaSearch(
         space=dict(space.params),
-        metric=METRIC,
-        mode=MODE,
-        points_to_evaluate=[dict(p) for p in space.points_to_evaluate] or None,
-        sampler=sampler,
+        metric=opts.metrics[0] if single else opts.metrics,
+        mode=opts.modes[0] if single else opts.modes,
+        points_to_evaluate=points or None,
+        sampler=build_sampler(opts, seed=seed, concurrent=concurrent + ahead),
+        storage=storage,
+        study_name=study_name,
         max_t=max_t,
+        ended_on_its_own=ended_on_its_own,
     )
-    return ConcurrencyLimiter(searcher, max_concurrent=opts.max_concurrent or opts.num_samples)
-
-
-def build_scheduler(opts: SearchOptions, max_t: int):
-    """ASHA on `epoch` (`--grace-period`, `--reduction-factor`), or FIFO."""
-    if opts.trial_scheduler == "fifo" or opts.single_run:
-        return tune.schedulers.FIFOScheduler()
-    return tune.schedulers.ASHAScheduler(
-        time_attr=TIME_ATTR,
-        max_t=max_t,
-        grace_period=opts.grace_period,
-        reduction_factor=opts.reduction_factor,
-    )
+    return ConcurrencyLimiter(searcher, max_concurrent=concurrent + ahead)
 
 
 def default_max_concurrent(opts: SearchOptions) -> int:

@@ -40,7 +40,7 @@ from signray.training.inputs import (
 )
 from signray.tuning.holder import SPLITS, SplitHolder
 
-__all__ = ["TrialData", "evaluate_remotely", "prepare_trial_data"]
+__all__ = ["TrialData", "evaluate_best", "prepare_trial_data"]
 
 
 @dataclass(frozen=True)
@@ -126,12 +126,15 @@ def _evaluate(data: TrialData, checkpoint: Location, out_dir: Location) -> dict[
     return evaluate_to_dir(checkpoint, val, out_dir)
 
 
-def evaluate_remotely(data: TrialData, checkpoint: Location, out_dir: Location) -> dict[str, Any]:
-    """`evaluate_to_dir` on the whole val split, run on a node that holds or reads it: the
-    driver's own when it can (a local experiment folder is only certain to be there)."""
-    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+def evaluate_best(data: TrialData, checkpoint: Location, out_dir: Location) -> dict[str, Any]:
+    """`evaluate_to_dir` on the whole val split: in this process when this node holds a copy
+    (mapped zero-copy from its object store), else in a task on a node that holds or reads it,
+    the driver's own when it can (a local experiment folder is only certain to be there)."""
+    here = ray.get_runtime_context().get_node_id()
+    if data.mode == "memory" and here in data.holders:
+        return evaluate_to_dir(checkpoint, data.open().val, out_dir)
+    task = _evaluate.options(scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=True))
     try:
-        task = _evaluate.options(scheduling_strategy=here)
         return ray.get(task.remote(data, checkpoint, out_dir))
     except ray.exceptions.RayTaskError as err:
         _raise_cause(err)

@@ -9,6 +9,7 @@ and `RemoveTrainPlacementGroups` frees the worker groups of multi-worker trials 
 
 from __future__ import annotations
 
+import functools
 import os
 
 from ray import tune
@@ -19,12 +20,13 @@ from signray.layout import METRIC, MODE, ExperimentFiles
 from signray.storage import filesystem_and_path
 from signray.tuning.placement_groups import RemoveTrainPlacementGroups
 from signray.tuning.retention import KeepBestCheckpoints, checkpoint_period_s
-from signray.tuning.searcher import build_scheduler, build_searcher, default_max_concurrent
+from signray.tuning.schedulers import Budget, build_scheduler, tune_domain
+from signray.tuning.searcher import build_searcher, default_max_concurrent
 from signray.tuning.tracking import tracking_callbacks
 from signray.tuning.trial import TrialSetup, make_trainable
 from signray.tuning.trial_data import TrialData
 
-__all__ = ["build_tuner", "can_restore", "restore_tuner"]
+__all__ = ["build_tuner", "can_restore", "restore_tuner", "set_tune_environment"]
 
 # Seconds between two prints of the trial table.
 REPORT_EVERY_S = 15.0
@@ -47,7 +49,12 @@ def _progress_reporter(params: list[str]):
     )
 
 
-def _quiet_tune_output() -> None:
+def set_tune_environment() -> None:
+    """Tune settings read from the environment; call before Ray starts (workers inherit it)."""
+    # A reused actor waits this long for the finished trial's thread before the next trial
+    # starts in it (Ray's default, 2 s, is short for a trial that frees its memory or tears
+    # down a TorchTrainer; a failed reset errors the next trial). Read by every local worker.
+    os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", "60")
     # The classic reporter prints the trial table at a fixed, readable rate; the new output
     # engine prints every trial result. Users can still choose with RAY_AIR_NEW_OUTPUT.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -57,8 +64,13 @@ def _quiet_tune_output() -> None:
     checkpoint_period_s()  # a fixed snapshot period, which checkpoint pruning relies on
 
 
-def _run_config(files: ExperimentFiles, opts: SearchOptions, params: list[str]) -> tune.RunConfig:
-    _quiet_tune_output()
+def _run_config(
+    files: ExperimentFiles, opts: SearchOptions, params: list[str], callbacks: list, stop
+) -> tune.RunConfig:
+    set_tune_environment()
+    # PBT copies a better trial's checkpoint of the perturbation time: keep enough that it
+    # still exists when the worse trial restores it.
+    pbt = bool(params) and opts.trial_scheduler == "pbt"
     filesystem, parent = filesystem_and_path(files.root.parent)
     return tune.RunConfig(
         name=files.name,
@@ -73,11 +85,18 @@ def _run_config(files: ExperimentFiles, opts: SearchOptions, params: list[str]) 
         progress_reporter=_progress_reporter(params),
         callbacks=[
             *tracking_callbacks(files.root, mlflow=opts.mlflow),
-            KeepBestCheckpoints(files.root, opts.keep_checkpoints),
+            KeepBestCheckpoints(files.root, max(opts.keep_checkpoints, 4 if pbt else 1)),
             RemoveTrainPlacementGroups(),
+            *callbacks,
         ],
+        stop=stop,
         verbose=1,
     )
+
+
+def _ended_on_its_own(experiment_dir: str, trial_id: str) -> bool:
+    """The trial's loop returned on its own (it left its done marker); picklable by reference."""
+    return ExperimentFiles(experiment_dir).done_marker(trial_id).is_file()
 
 
 def _trial_name(trial) -> str:
@@ -85,19 +104,64 @@ def _trial_name(trial) -> str:
 
 
 def build_tuner(
-    space: SearchSpace | None, setup: TrialSetup, data: TrialData, opts: SearchOptions
+    space: SearchSpace | None,
+    setup: TrialSetup,
+    data: TrialData,
+    opts: SearchOptions,
+    *,
+    budget: Budget | None = None,
+    storage=None,
+    study_name: str | None = None,
+    callbacks: list | None = None,
+    stop: tune.Stopper | dict | None = None,
 ) -> tune.Tuner:
-    """A Tuner for a search (`space` with searched fields) or one trial (`opts.single_run`)."""
+    """A Tuner for a search (`space` with searched fields) or one trial (`opts.single_run`).
+
+    The scheduler counts training in `budget` (FIFO without one); the searcher records into the
+    Optuna study `study_name` of `storage` (see `signray.tuning.study`). `callbacks` and `stop`
+    go to the RunConfig (the benchmarks' clocks and budget stoppers). One-worker trials reuse
+    their actors: the next trial starts in the finished trial's process, which the trainable
+    resets (`signray.tuning.trial`), instead of a new Python process importing torch.
+    """
     max_t = setup.base.epochs
     searching = not opts.single_run and space is not None and bool(space.params)
+    # HyperBand pauses and resumes trials in step; with reused actors it can stall (Ray
+    # #37605, #39157; /work/notes measured a hang), so its trials get their own processes.
+    reuse = setup.workers == 1 and not (searching and opts.trial_scheduler == "hyperband")
     common = dict(metric=METRIC, mode=MODE, trial_name_creator=_trial_name,
-                  trial_dirname_creator=_trial_name)  # fmt: skip
-    if searching:
-        limited = opts.replace(max_concurrent=opts.max_concurrent or default_max_concurrent(opts))
+                  trial_dirname_creator=_trial_name, reuse_actors=reuse)  # fmt: skip
+    param_space = None
+    if searching and opts.trial_scheduler == "pbt":
+        # PBT explores by itself (no Optuna): it samples the population from the space and
+        # perturbs it; the space's points_to_evaluate start the population.
+        from ray.tune.search import BasicVariantGenerator
+
+        param_space = {name: tune_domain(d) for name, d in space.params.items()}
+        points = [dict(p) for p in space.points_to_evaluate] or None
         tune_config = tune.TuneConfig(
             num_samples=opts.num_samples,
-            search_alg=build_searcher(space, limited, max_t=max_t, seed=setup.base.seed),
-            scheduler=build_scheduler(opts, max_t),
+            search_alg=BasicVariantGenerator(
+                points_to_evaluate=points, random_state=setup.base.seed
+            ),
+            scheduler=build_scheduler(opts, budget, space=space),
+            max_concurrent_trials=opts.max_concurrent,
+            **common,
+        )
+    elif searching:
+        limited = opts.replace(max_concurrent=opts.max_concurrent or default_max_concurrent(opts))
+        # When the cluster's CPUs/GPUs are the limit (one-worker trials reserve theirs through
+        # Tune), the searcher suggests one trial ahead: it waits PENDING, and starts on the
+        # reused actor the moment a trial ends, without waiting for the sampler.
+        ahead = 1 if opts.max_concurrent is None and setup.workers == 1 else 0
+        searcher = build_searcher(
+            space, limited, max_t=max_t, seed=setup.base.seed, storage=storage,
+            study_name=study_name, ahead=ahead,
+            ended_on_its_own=functools.partial(_ended_on_its_own, str(setup.files.root)),
+        )  # fmt: skip
+        tune_config = tune.TuneConfig(
+            num_samples=opts.num_samples,
+            search_alg=searcher,
+            scheduler=build_scheduler(opts, budget, space=space),
             **common,
         )
     else:
@@ -107,8 +171,9 @@ def build_tuner(
     params = list(space.params) if searching else []
     return tune.Tuner(
         make_trainable(setup, data),
+        param_space=param_space,
         tune_config=tune_config,
-        run_config=_run_config(setup.files, opts, params),
+        run_config=_run_config(setup.files, opts, params, callbacks or [], stop),
     )
 
 
@@ -124,7 +189,7 @@ def restore_tuner(
     from their latest checkpoints. Errored trials keep their error (it may be deterministic: a
     NaN loss, a config that cannot be built) unless `retry_errored`: then they resume from their
     latest checkpoints with their retries again."""
-    _quiet_tune_output()
+    set_tune_environment()
     filesystem, path = filesystem_and_path(files.root)
     return tune.Tuner.restore(
         path,

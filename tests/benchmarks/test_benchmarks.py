@@ -87,17 +87,39 @@ def test_training_flops_formula():
 
 @pytest.mark.slow
 def test_search_efficiency(tmp_path):
-    results = _run("search_efficiency", tmp_path)
-    r = results["1_worker"]
+    results = _run("search_efficiency", tmp_path, timeout=480)
+    summary = results["1_worker"]
+    (r,) = summary["runs"]
     assert r["exit_code"] == 0 and r["trials"] == r["trials_reporting"] == 2
-    assert 0 < r["efficiency"] <= 1
+    assert 0 < r["efficiency"] <= r["tuning_efficiency"] <= 1
     assert r["start_overhead_s"]["median"] > 0 and 2 <= r["epochs"] <= 4  # ASHA may stop one
     assert all(row["training_s"] > 0 for row in r["per_trial"])
+    (command,) = summary["commands"]
+    assert command["trials"] == 2 and 0 < command["command_efficiency"] < 1
+    assert command["command_wall_s"] > command["fit_wall_s"] > 0
+
+
+@pytest.mark.slow
+def test_time_to_accuracy(tmp_path):
+    results = _run("time_to_accuracy", tmp_path, timeout=600)  # three searches, two on Ray
+    for name in ("signray", "stock_ray_tune", "optuna_standalone"):
+        run = results[name]["per_seed"]["0"]
+        assert _positive(run["time_to_target_s"]) and run["time_to_target_s"] <= run["wall_s"]
+        assert run["epochs"] >= 1 and 0 <= run["best_val_gloss_acc"] <= 1
+
+
+@pytest.mark.slow
+def test_small_data_rungs(tmp_path):
+    results = _run("small_data_rungs", tmp_path, timeout=480)
+    for name in ("epochs_grace_1", "samples_default"):
+        run = results["small"][name]["per_seed"]["0"]
+        assert run["exit_code"] == 0 and run["trials"] == 2
+        assert run["best_val_gloss_acc"] >= run["first_point_val_gloss_acc"]
 
 
 @pytest.mark.slow
 def test_search_quality(tmp_path):
-    results = _run("search_quality", tmp_path)
+    results = _run("search_quality", tmp_path, timeout=480)
     for method in ("random_fifo", "optuna_asha", "optuna_standalone"):
         seed = results[method]["per_seed"]["0"]
         assert 0 <= seed["best_val_gloss_acc"] <= 1 and seed["epochs"] == 4

@@ -115,3 +115,69 @@ def test_compiled_model_trains_and_saves_plain_weights(tmp_path, tiny_keypoints)
     assert result.epochs_run == 1 and math.isfinite(result.last_metrics["train_loss"])
     state = load_checkpoint(tmp_path / "SignTransformer_last.pt")
     assert not any(k.startswith("_orig_mod") for k in state.model)  # loads into a plain model
+
+
+def test_every_epoch_reports_the_training_it_has_had(tmp_path, tiny_keypoints):
+    train, _ = tiny_keypoints
+    cfg = _cfg(tmp_path, epochs=3)
+    history = _run(cfg, tiny_keypoints).history
+    steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
+    assert [m["optimizer_steps"] for m in history] == [steps_per_epoch * e for e in (1, 2, 3)]
+    assert [m["samples_seen"] for m in history] == [len(train) * e for e in (1, 2, 3)]
+    # A resumed run counts on from the checkpoint.
+    resumed = _run(
+        _cfg(tmp_path, epochs=4), tiny_keypoints, resume=tmp_path / "SignTransformer_last.pt"
+    )
+    assert resumed.history[-1]["samples_seen"] == 4 * len(train)
+
+
+class _Capture:
+    """A reporter that resumes from `resume` and keeps the optimizer's state at every report."""
+
+    def __init__(self, resume=None) -> None:
+        self.resume, self.optimizer_groups = resume, []
+
+    def resume_state(self):
+        return self.resume
+
+    def report(self, metrics, checkpoint, *, is_best):
+        self.last = checkpoint()
+        self.optimizer_groups.append(self.last.optimizer["param_groups"])
+
+
+@pytest.mark.parametrize("scheduler", ["none", "plateau", "cosine"])
+def test_pbt_exploit_trains_with_the_perturbed_lr_and_weight_decay(
+    tmp_path, tiny_keypoints, scheduler
+):
+    """PBT restores the exploited trial's checkpoint into a perturbed config: the optimizer
+    state it loads must not bring back the old lr and weight decay."""
+    extra = {"warmup_epochs": 1} if scheduler == "cosine" else {}
+    first = _Capture()
+    old = _cfg(tmp_path, epochs=2, lr=1e-3, weight_decay=0.01, scheduler=scheduler, **extra)
+    train_loop(old, first, tiny_keypoints)
+    exploited = first.last  # the checkpoint PBT copies from the better trial
+    new = _cfg(tmp_path, epochs=4, lr=2.5e-3, weight_decay=0.03, scheduler=scheduler, **extra)
+    after = _Capture(resume=exploited)
+    history = train_loop(new, after, tiny_keypoints).history
+    groups = after.optimizer_groups[0]
+    assert all(g["weight_decay"] == 0.03 for g in groups)
+    if scheduler == "cosine":  # the schedule continues from epoch 2, scaled to the new lr
+        factor = 0.5 * (1 + math.cos(math.pi * 1 / 3))
+        assert history[2]["lr"] == pytest.approx(2.5e-3 * factor)
+    else:
+        assert history[2]["lr"] == pytest.approx(2.5e-3)
+        assert all(g["lr"] == pytest.approx(2.5e-3) for g in groups)
+
+
+def test_plain_resume_keeps_the_checkpoints_reduced_lr(tmp_path, tiny_keypoints):
+    """Same lr in the config: the plateau scheduler's reductions survive a resume."""
+    # lr 1e-7 learns nothing in 4 epochs, so the plateau scheduler halves it (ReduceLROnPlateau
+    # ignores reductions smaller than 1e-8: a tinier lr would never be reduced).
+    cfg = _cfg(tmp_path, epochs=4, lr=1e-7, scheduler="plateau", scheduler_patience=0)
+    _run(cfg, tiny_keypoints)
+    last = load_checkpoint(tmp_path / "SignTransformer_last.pt")
+    reduced = last.optimizer["param_groups"][0]["lr"]
+    assert reduced < 1e-7
+    more = _cfg(tmp_path, epochs=5, lr=1e-7, scheduler="plateau", scheduler_patience=0)
+    history = _run(more, tiny_keypoints, resume=tmp_path / "SignTransformer_last.pt").history
+    assert history[-1]["lr"] == pytest.approx(reduced, rel=1e-9)

@@ -327,3 +327,19 @@ def test_object_store_experiment_plans_saves_and_resumes(s3_bucket, capsys):
 def test_retry_errored_needs_resume(tmp_path, capsys):
     err = _fail(capsys, *_smoke_on(str(tmp_path), "--retry-errored"))
     assert "`--retry-errored` needs --resume or --restore" in err
+
+
+def test_smoke_test_grace_period_follows_the_budget_unit(tmp_path):
+    from signray.tuning.plan import plan_new
+
+    def options(*extra):
+        args = build_parser().parse_args(
+            ["--smoke-test", "--storage-path", str(tmp_path), "--name", "x", *extra]
+        )
+        return plan_new(args).options
+
+    smoke = options()
+    assert (smoke.budget_unit, smoke.grace_period) == ("epochs", 1)
+    samples = options("--budget-unit", "samples")  # the smoke grace (1 epoch) does not apply
+    assert (samples.budget_unit, samples.grace_period) == ("samples", None)
+    assert samples.optuna_storage == f"sqlite:///{tmp_path / 'x' / 'optuna.db'}"

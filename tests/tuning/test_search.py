@@ -71,6 +71,7 @@ def test_trial_that_ran_all_epochs_is_complete():
     s.on_trial_complete("a", _result(2, 0.3))  # ASHA stops every trial at max_t
     assert _state(s, "a").state == TrialState.COMPLETE
     assert _state(s, "a").value == 0.3
+    assert _state(s, "a").intermediate_values == {1: 0.1, 2: 0.3}  # every epoch recorded
     s.suggest("b")  # FIFO: the last result arrives normally, then the function returns
     s.on_trial_result("b", _result(1, 0.1))
     s.on_trial_result("b", _result(2, 0.2))
@@ -368,3 +369,111 @@ def test_a_failing_trial_is_retried_reported_and_does_not_stop_the_others(
     assert bad["status"] == "ERROR"
     assert "NonFiniteLossError: training loss became nan" in bad["error"]
     assert "1 errored" in out and "NonFiniteLossError" in out
+
+
+@pytest.mark.parametrize("searcher", ["tpe", "gp", "cmaes", "random", "qmc"])
+def test_every_searcher_is_an_optuna_sampler_that_suggests_from_the_space(searcher):
+
+    from signray.config.search import SearchOptions
+    from signray.tuning.searcher import build_sampler
+
+    opts = SearchOptions(searcher=searcher, num_samples=8)
+    sampler = build_sampler(opts, seed=0, concurrent=2)
+    expected = {"tpe": "TPESampler", "gp": "GPSampler", "cmaes": "CmaEsSampler",
+                "random": "RandomSampler", "qmc": "QMCSampler"}  # fmt: skip
+    assert type(sampler).__name__ == expected[searcher]
+    space = parse_search_space(
+        {
+            "space": {
+                "lr": {"distribution": "loguniform", "low": 1e-4, "high": 1e-2},
+                "depth": {"distribution": "randint", "low": 1, "high": 3},
+            }
+        },
+        "transformer",
+    )
+    s = PruningAwareOptunaSearch(
+        space=dict(space.params), metric="val_gloss_acc", mode="max", sampler=sampler, max_t=2
+    )
+    for i in range(4):  # past the model-based samplers' start-up trials
+        config = s.suggest(str(i))
+        assert 1e-4 <= config["lr"] <= 1e-2 and config["depth"] in (1, 2, 3)
+        s.on_trial_complete(str(i), _result(2, 0.1 * i))
+    assert _state(s, "3").user_attrs["ray_trial_id"] == "3"
+
+
+def test_tpe_is_multivariate_and_lies_only_when_trials_run_at_once():
+    from signray.config.search import SearchOptions
+    from signray.tuning.searcher import build_sampler
+
+    together = build_sampler(SearchOptions(), seed=0, concurrent=2)
+    alone = build_sampler(SearchOptions(), seed=0, concurrent=1)
+    assert together._multivariate and together._constant_liar
+    assert alone._multivariate and not alone._constant_liar
+
+
+def test_a_trial_the_study_already_finished_keeps_its_verdict():
+    s = _searcher(max_t=4)
+    s.suggest("a")
+    s.on_trial_result("a", _result(1, 0.1))
+    s.on_trial_complete("a", _result(2, 0.2))  # pruned at epoch 2
+    s._completed_trials.discard("a")  # as restored from a snapshot taken before that
+    s.on_trial_result("a", _result(2, 0.5))  # the trial re-runs after the resume
+    s.on_trial_complete("a", _result(4, 0.9))
+    trial = _state(s, "a")
+    assert trial.state == TrialState.PRUNED and trial.value == 0.2
+
+
+def test_restore_ends_trials_asked_after_the_snapshot(tmp_path):
+    import optuna
+
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'study.db'}")
+    space = parse_search_space(
+        {"space": {"lr": {"distribution": "loguniform", "low": 1e-4, "high": 1e-2}}}, "transformer"
+    )
+
+    def searcher():
+        return PruningAwareOptunaSearch(
+            space=dict(space.params), metric="val_gloss_acc", mode="max", seed=0, max_t=4,
+            storage=storage, study_name="exp",
+        )  # fmt: skip
+
+    s = searcher()
+    s.suggest("a")
+    s.save(str(tmp_path / "snapshot.pkl"))  # Tune's periodic snapshot
+    s.suggest("b")  # asked after it; then the driver is killed
+    restored = searcher()
+    restored.restore(str(tmp_path / "snapshot.pkl"))
+    states = [t.state for t in optuna.load_study(study_name="exp", storage=storage).trials]
+    assert states == [TrialState.RUNNING, TrialState.FAIL]  # a resumes; b will never report
+    restored.on_trial_result("a", _result(1, 0.3))
+    restored.on_trial_complete("a", _result(4, 0.4))
+    assert optuna.load_study(study_name="exp", storage=storage).trials[0].value == 0.4
+
+
+@pytest.mark.parametrize("ended_on_its_own", [False, True])
+def test_a_paused_trial_stopped_by_the_scheduler_is_pruned(ended_on_its_own):
+    """HyperBand stops a trial it paused, after results the searcher saw: the trial's done
+    marker (its loop returned on its own) tells a scheduler stop from the loop's early stop."""
+    space = parse_search_space(
+        {"space": {"lr": {"distribution": "loguniform", "low": 1e-4, "high": 1e-2}}}, "transformer"
+    )
+    s = PruningAwareOptunaSearch(
+        space=dict(space.params), metric="val_gloss_acc", mode="max", seed=0, max_t=4,
+        ended_on_its_own=lambda trial_id: ended_on_its_own,
+    )  # fmt: skip
+    s.suggest("a")
+    s.on_trial_result("a", _result(1, 0.1))
+    s.on_trial_result("a", _result(2, 0.2))
+    s.on_trial_complete("a", _result(2, 0.2))
+    expected = TrialState.COMPLETE if ended_on_its_own else TrialState.PRUNED
+    assert _state(s, "a").state == expected and _state(s, "a").value == 0.2
+
+
+def test_a_trial_stopped_while_paused_is_judged_by_its_last_result():
+    """Tune completes a trial HyperBand stopped while paused without a result."""
+    s = _searcher(max_t=2)
+    s.suggest("a")
+    s.on_trial_result("a", _result(1, 0.1))
+    s.on_trial_result("a", _result(2, 0.3))  # paused at max_t, then stopped
+    s.on_trial_complete("a", None)
+    assert _state(s, "a").state == TrialState.COMPLETE and _state(s, "a").value == 0.3

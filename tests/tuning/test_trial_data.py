@@ -104,7 +104,7 @@ def test_evaluation_runs_where_the_data_is(ray_cluster, packed, tmp_path) -> Non
     import torch
 
     from signray.training.checkpoint import Checkpoint, save_checkpoint
-    from signray.tuning.trial_data import evaluate_remotely, prepare_trial_data
+    from signray.tuning.trial_data import evaluate_best, prepare_trial_data
 
     for mode in ("memory", "stream"):
         cfg = dataclasses.replace(_cfg(packed, data_mode=mode), output_dir=str(tmp_path))
@@ -115,7 +115,7 @@ def test_evaluation_runs_where_the_data_is(ray_cluster, packed, tmp_path) -> Non
         state = model.checkpoint_state_dict()
         ckpt = Checkpoint.for_config(cfg, 64, model=state, epoch=1, best_metric=0.0, best_epoch=1)
         save_checkpoint(ckpt, path)
-        metrics = evaluate_remotely(data, path, tmp_path / mode)
+        metrics = evaluate_best(data, path, tmp_path / mode)
         assert metrics["count"] == 8
         assert json.loads((tmp_path / mode / "metrics.json").read_text())["count"] == 8
     memory = json.loads((tmp_path / "memory" / "metrics.json").read_text())
