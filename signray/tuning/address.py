@@ -73,8 +73,9 @@ def cluster_target(address: str | None) -> Target:
 
 def prepare_target(address: str | None) -> Target:
     """The cluster for `--address` (None if not given), with this process set up to reach it:
-    loopback when it is local, the token when one is found, and the GCS asked at once whether it
-    answers and accepts us (a `ConfigError`, exit 2, if not). Call before importing Ray."""
+    loopback when it is local, the token when the cluster wants one, and the GCS asked at once
+    whether it answers and accepts us (a `ConfigError`, exit 2, if not). Call before importing
+    Ray."""
     target = cluster_target(address)
     hp = target.host_port
     if target.local or (hp and is_loopback(hp[0])):
@@ -85,8 +86,8 @@ def prepare_target(address: str | None) -> Target:
                 file=sys.stderr,
             )
         os.environ[LOOPBACK_ENV] = "0"
-    if not target.local:
-        use_token_if_found()
-        if hp is not None:
-            check_cluster(target.address, target.source)
+    if hp is not None:
+        check_cluster(target.address, target.source)  # and token mode if the cluster wants it
+    elif not target.local:
+        use_token_if_found()  # ``auto`` or a URL: no probe, send the token when one exists
     return target

@@ -5,8 +5,11 @@ the cluster in milliseconds whether it accepts us, so a missing or wrong token i
 Ray (2.60) looks for a token only when ``RAY_AUTH_MODE=token``: in ``RAY_AUTH_TOKEN``, then the
 file ``RAY_AUTH_TOKEN_PATH``, then ``~/.ray/auth_token``. ``ray start --head`` turns token mode on
 for its cluster whenever such a token exists, but a client joining with ``--address`` does not:
-it connects without the token and is refused. So when a token is available and the user has not
-chosen a mode, we choose ``token`` for them (as ``ray start`` does for itself).
+it connects without the token and is refused. So when the cluster asks for a token, one is
+available and the user has not chosen a mode, we choose ``token`` for them (as ``ray start``
+does for itself). Only then: a client in token mode that joins a cluster without authentication
+connects, but the trial actors it creates are destroyed before they start (measured with Ray
+2.60), so a token lying in ``~/.ray`` must not switch it on for every cluster.
 """
 
 from __future__ import annotations
@@ -59,27 +62,48 @@ def use_token_if_found() -> None:
 
 
 def check_cluster(address: str, where: str) -> None:
-    """Ask the GCS at ``host:port`` whether it answers and accepts this client's token; raise a
-    `ConfigError` naming what to fix when not. `where` names the flag or variable it came from."""
+    """Ask the GCS at ``host:port`` whether it answers and whether it wants a token; choose token
+    mode when it does and a token is found (the user's own RAY_AUTH_MODE wins). Raise a
+    `ConfigError` naming what to fix when the cluster does not answer or refuses us. `where`
+    names the flag or variable the address came from."""
+    if os.environ.get("RAY_USE_TLS", "").lower() in ("1", "true"):
+        use_token_if_found()  # a TLS cluster: this probe speaks plain gRPC, Ray's own connects
+        return
+    token, source = find_token()
+    chosen = os.environ.get(AUTH_MODE_ENV, "").lower()
+    send = token if chosen == "token" else None
+    err = _probe(address, send)
+    if err is not None and not chosen and token is not None and _needs_token(err):
+        send = token
+        err = _probe(address, send)
+        if err is None:
+            os.environ[AUTH_MODE_ENV] = "token"
+    if err is not None and (problem := _refusal(err, address, where, send, source)):
+        raise ConfigError([problem])
+
+
+def _probe(address: str, token: str | None):
+    """None when the GCS answered, else the gRPC error."""
     import grpc
 
-    if os.environ.get("RAY_USE_TLS", "").lower() in ("1", "true"):
-        return  # a TLS cluster: Ray's own connection checks it (this probe speaks plain gRPC)
-    token, source = find_token()
-    send = token if os.environ.get(AUTH_MODE_ENV, "").lower() == "token" else None
     channel = grpc.insecure_channel(address)
     try:
         probe = channel.unary_unary(
             _PROBE_RPC, request_serializer=lambda b: b, response_deserializer=lambda b: b
         )
-        metadata = [("authorization", f"Bearer {send}")] if send else None
+        metadata = [("authorization", f"Bearer {token}")] if token else None
         probe(b"", timeout=PROBE_TIMEOUT_S, metadata=metadata)
+        return None
     except grpc.RpcError as err:
-        problem = _refusal(err, address, where, send, source)
-        if problem:
-            raise ConfigError([problem]) from None
+        return err
     finally:
         channel.close()
+
+
+def _needs_token(err) -> bool:
+    import grpc
+
+    return hasattr(err, "code") and err.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
 def _refusal(err, address: str, where: str, sent: str | None, source: str) -> str | None:

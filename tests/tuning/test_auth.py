@@ -77,3 +77,53 @@ def test_the_target_comes_from_the_flag_then_ray_address_else_a_new_local_cluste
     with pytest.raises(ConfigError, match=rf"at {flag} \(--address\)"):
         prepare_target(flag)  # the flag wins over the environment
     assert prepare_target("auto").address == "auto"  # Ray resolves it (no probe possible)
+
+
+class _Gcs:
+    """A gRPC server on 127.0.0.1 answering the probe's RPC as a GCS with or without token
+    authentication does (the real clusters are in tests/integration/test_cluster_jobs.py)."""
+
+    def __init__(self, token: str | None) -> None:
+        from concurrent import futures
+
+        import grpc
+
+        def answer(request, context):
+            sent = dict(context.invocation_metadata()).get("authorization")
+            if token is not None and sent != f"Bearer {token}":
+                context.abort(grpc.StatusCode.UNAUTHENTICATED, "token missing or wrong")
+            return b""
+
+        handler = grpc.method_handlers_generic_handler(
+            "ray.rpc.NodeInfoGcsService",
+            {"GetClusterId": grpc.unary_unary_rpc_method_handler(answer, lambda b: b, lambda b: b)},
+        )
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+        self.server.add_generic_rpc_handlers((handler,))
+        self.address = f"127.0.0.1:{self.server.add_insecure_port('127.0.0.1:0')}"
+        self.server.start()
+
+    def __enter__(self) -> _Gcs:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.stop(None)
+
+
+def test_token_mode_only_for_a_cluster_that_asks_for_a_token(clean_env, monkeypatch):
+    """A token in ~/.ray must not switch token mode on for a cluster without authentication
+    (its trial actors would be destroyed before they start); a token cluster gets it."""
+    monkeypatch.setenv(TOKEN_ENV, "secret")
+    with _Gcs(token=None) as open_cluster:
+        check_cluster(open_cluster.address, "--address")
+    assert AUTH_MODE_ENV not in os.environ
+    with _Gcs(token="secret") as token_cluster:
+        check_cluster(token_cluster.address, "--address")
+    assert os.environ[AUTH_MODE_ENV] == "token"
+    monkeypatch.setenv(TOKEN_ENV, "wrong")
+    monkeypatch.delenv(AUTH_MODE_ENV)
+    with (
+        _Gcs(token="secret") as token_cluster,
+        pytest.raises(ConfigError, match="refused the token"),
+    ):
+        check_cluster(token_cluster.address, "--address")
