@@ -28,6 +28,9 @@ __all__ = ["DASHBOARD_WARNING", "LOOPBACK_ENV", "init_ray", "is_loopback", "runt
 
 # The port a new local cluster's GCS listens on (read by Ray when it starts a head node).
 GCS_PORT_ENV = "RAY_GCS_SERVER_PORT"
+# Settings the trial processes read (`signray.tuning.tuner.set_tune_environment`), which the
+# workers of a joined cluster do not inherit from this process.
+WORKER_SETTINGS = ("TUNE_FUNCTION_THREAD_TIMEOUT_S",)
 
 DASHBOARD_WARNING = (
     "WARNING: the Ray dashboard is bound to {host}, not loopback. It runs code for anyone who "
@@ -54,6 +57,7 @@ def runtime_env(target: Target, gcs_address: str | None) -> dict:
     host running other Ray clusters would otherwise ask the wrong one.
     """
     env_vars = {"RAY_ADDRESS": gcs_address} if gcs_address else {}
+    env_vars.update({k: os.environ[k] for k in WORKER_SETTINGS if k in os.environ})
     if target.local:
         env_vars["PYTHONPATH"] = os.pathsep.join(str(Path(p).resolve()) for p in sys.path if p)
         return {"env_vars": env_vars}
