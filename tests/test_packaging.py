@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import filecmp
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -26,8 +27,11 @@ def test_packaged_search_spaces_equal_the_examples():
 
 @pytest.mark.slow
 def test_non_editable_install_runs_the_smoke_searches_from_another_folder(tmp_path):
-    target, elsewhere = tmp_path / "site", tmp_path / "elsewhere"
+    target, elsewhere, source = tmp_path / "site", tmp_path / "elsewhere", tmp_path / "src"
     elsewhere.mkdir()
+    # A copy: a non-editable build writes build/ into the folder it builds from.
+    junk = (".git", ".venv", "build", "*.egg-info", "__pycache__", ".*_cache", "ray_results")
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(*junk))
     install = subprocess.run(
         [
             sys.executable,
@@ -39,7 +43,7 @@ def test_non_editable_install_runs_the_smoke_searches_from_another_folder(tmp_pa
             "--no-build-isolation",
             "--target",
             str(target),
-            str(ROOT),
+            str(source),
         ],  # fmt: skip
         capture_output=True,
         text=True,
