@@ -131,7 +131,7 @@ def run_stock_ray(root: Path, spec: dict, *, epochs: int, trials: int, seed: int
     from signray.config import resolve_config
     from signray.config.search_space import load_search_space
     from signray.tuning.cluster import init_ray
-    from signray.tuning.trial import DRIVER_MEMORY_BYTES
+    from signray.tuning.resources import DRIVER_MEMORY_BYTES
 
     start = time.time()
     base = resolve_config(

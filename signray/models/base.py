@@ -141,8 +141,9 @@ class InputNorm(nn.Module):
         """Use these per-feature statistics of the training frames (computed once per split,
         e.g. at pack time: see `signray.data.stats`). A zero std (a constant feature) is
         clamped so nothing is divided by zero."""
-        self.mean.copy_(torch.as_tensor(np.asarray(mean, dtype=np.float64)))
-        self.std.copy_(torch.as_tensor(np.asarray(std, dtype=np.float64)).clamp_min(1e-6))
+        # np.array copies: statistics from the object store or a manifest may be read-only.
+        self.mean.copy_(torch.from_numpy(np.array(mean, dtype=np.float64)))
+        self.std.copy_(torch.from_numpy(np.array(std, dtype=np.float64)).clamp_min(1e-6))
 
     def forward(self, x: Tensor) -> Tensor:
         return (x - self.mean) / self.std
