@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from signray.tuning.address import LOOPBACK_ENV
+from signray.tuning.retention import CHECKPOINT_PERIOD_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 TUNE = [sys.executable, "-m", "signray.tune"]
@@ -111,7 +112,12 @@ def is_loopback(ip: str) -> bool:
 
 
 class Driver:
-    """A `python -m signray.tune ...` subprocess whose output is collected as it runs."""
+    """A `python -m signray.tune ...` subprocess whose output is collected as it runs.
+
+    Tune copies results to the experiment folder with each experiment snapshot, every 10 s by
+    default (`signray.tuning.retention`); tests that watch the folder while trials of a few
+    seconds run get a snapshot every second.
+    """
 
     def __init__(self, *args, env: dict | None = None, cwd: Path = ROOT) -> None:
         self.cmd = [*TUNE, *map(str, args)]
@@ -121,7 +127,7 @@ class Driver:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            env={**os.environ, **(env or {})},
+            env={**os.environ, CHECKPOINT_PERIOD_ENV: "1", **(env or {})},
         )
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)

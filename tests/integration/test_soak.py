@@ -2,7 +2,8 @@
 
 The driver (`python -m signray.tune --address`, on the session's 2-CPU test cluster) is sampled
 for resident memory when the 10th and the last trial have reported; afterwards the cluster must
-have every placement group removed, every CPU free, and no process of the search's job alive.
+have every placement group removed, every CPU free, and no process of the search's job alive
+(the reused trial processes and the data holders included).
 ``SIGNRAY_SOAK_TRIALS`` sets the trial count (default 40).
 """
 
@@ -85,7 +86,9 @@ def test_soak_search_leaks_nothing(ray_cluster, tmp_path, record_property):
     actors = list_actors(
         address=address, filters=[("job_id", "=", job.job_id)], detail=True, limit=10_000
     )
-    assert len({a.pid for a in actors}) >= TRIALS  # one process per trial
+    # One-worker trials reuse their processes: a few serve all the trials, and every one ends.
+    trial_processes = {a.pid for a in actors if a.class_name == "ImplicitFunc"}
+    assert 1 <= len(trial_processes) < TRIALS, trial_processes
     assert all(a.state == "DEAD" for a in actors), [(a.class_name, a.state) for a in actors]
 
     def leftover():
