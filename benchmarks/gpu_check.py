@@ -249,7 +249,21 @@ def _tiny_arch_flags() -> list[str]:
     return [f"--{k.replace('_', '-')}={v}" for k, v in TINY_ARCH["transformer"].items()]
 
 
-def _packed_search(b: Bench, trials: int, refs: list) -> dict[str, Any]:
+def _trial_data(b: Bench):
+    """The keypoint splits in this node's object store, handed to trials as a search does."""
+    import ray
+
+    from signray.tuning.holder import SplitHolder
+    from signray.tuning.trial_data import TrialData
+
+    holder = SplitHolder.remote()
+    spec = dict(kind="keypoints", seed=0, difficulty="medium", **b.spec)  # = b.splits
+    ray.get(holder.load.remote((None, None), ("X",), None, spec))
+    node = ray.get_runtime_context().get_node_id()
+    return TrialData("memory", b.splits("keypoints")[0].norm_stats(), None, {node: holder})
+
+
+def _packed_search(b: Bench, trials: int, data) -> dict[str, Any]:
     from ray import tune
 
     from signray.tuning.trial import TrialSetup, make_trainable
@@ -261,7 +275,7 @@ def _packed_search(b: Bench, trials: int, refs: list) -> dict[str, Any]:
     setup = TrialSetup(base, str(b.work / name), workers=1, cpus_per_trial=cpus,
                        gpus_per_trial=gpus)  # fmt: skip
     tuner = tune.Tuner(
-        make_trainable(setup, refs),
+        make_trainable(setup, data),
         param_space={"seed": tune.grid_search(list(range(trials)))},
         tune_config=tune.TuneConfig(trial_dirname_creator=lambda t: f"trial_{t.trial_id}"),
         run_config=tune.RunConfig(name=name, storage_path=str(b.work), verbose=0),
@@ -284,12 +298,9 @@ def _packed_search(b: Bench, trials: int, refs: list) -> dict[str, Any]:
 
 
 def section_packing(b: Bench) -> dict[str, Any]:
-    import ray
-
-    train, val = b.splits("keypoints")
-    refs = [ray.put(train), ray.put(val)]
-    alone = _packed_search(b, 1, refs)
-    packed = _packed_search(b, 4, refs)
+    data = _trial_data(b)
+    alone = _packed_search(b, 1, data)
+    packed = _packed_search(b, 4, data)
     return {
         "alone": alone,
         "packed_4": packed,

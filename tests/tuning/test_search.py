@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import glob
 import json
+import os
 import pickle
 import re
 import shlex
@@ -27,6 +28,7 @@ from signray.config.search_space import parse_search_space
 from signray.layout import ExperimentFiles
 from signray.training.checkpoint import load_checkpoint
 from signray.tuning.plan import SMOKE
+from signray.tuning.retention import CHECKPOINT_PERIOD_ENV
 from signray.tuning.searcher import PruningAwareOptunaSearch
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -274,8 +276,10 @@ def test_resume_after_interrupt_runs_exactly_num_samples(ray_cluster, tmp_path):
     ]
     cmd = [sys.executable, "-m", "signray.tune", *map(str, args)]
     experiment = tmp_path / "res"
+    # A snapshot a second: the finished trial's results reach the folder with the next one.
+    env = {**os.environ, CHECKPOINT_PERIOD_ENV: "1"}
     proc = subprocess.Popen(
-        cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
     )
     try:
         deadline = time.time() + 240
