@@ -8,7 +8,7 @@ continues it, and a later search can ``--warm-start`` from it.
 
 The SQLite file must be on a local disk (SQLite's locking does not work on object stores or
 most network file systems): when the experiment lives in an object store the default goes to
-``~/.cache/signray/optuna/NAME.db`` on the driver's machine, and the summary says so. Only the
+``~/.cache/signray/optuna/NAME-HASH.db`` on the driver's machine, and the summary says so. Only the
 driver writes to the study (the searcher runs there), so SQLite is enough for one search; use
 PostgreSQL to share a study between machines.
 
@@ -17,6 +17,7 @@ Imports no Ray.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,11 +49,13 @@ LOCAL_STUDY_DIR = Path("~/.cache/signray/optuna")
 
 
 def default_storage_url(files: ExperimentFiles) -> str:
-    """``sqlite:///EXPERIMENT/optuna.db``, or a local cache file for a remote experiment."""
+    """``sqlite:///EXPERIMENT/optuna.db``, or, for a remote experiment, a local cache file named
+    after the experiment and its URI (experiments of one name in two buckets do not share it)."""
     if isinstance(files.root, RemotePath):  # SQLite needs a local file
         folder = LOCAL_STUDY_DIR.expanduser()
         folder.mkdir(parents=True, exist_ok=True)
-        return f"sqlite:///{folder / (files.name + '.db')}"
+        key = hashlib.sha256(str(files.root).encode()).hexdigest()[:12]
+        return f"sqlite:///{folder / f'{files.name}-{key}.db'}"
     return f"sqlite:///{files.root.resolve() / ExperimentFiles.OPTUNA_DB}"
 
 

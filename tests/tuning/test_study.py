@@ -137,3 +137,20 @@ def test_warm_start_into_a_multi_objective_study_only_enqueues(tmp_path):
     assert report.told == 0 and len(report.enqueued) == 1
     assert "its trials are not told" in "\n".join(report.notes)
     assert [t.state for t in study.trials] == [TrialState.WAITING]
+
+
+def test_remote_experiments_of_one_name_keep_separate_local_studies(monkeypatch, tmp_path):
+    """SQLite needs a local file: an experiment on object storage gets one in the cache, named
+    after the experiment and its URI, so `exp` in two buckets never shares a study."""
+    from signray.layout import ExperimentFiles
+    from signray.tuning import study
+
+    monkeypatch.setattr(study, "LOCAL_STUDY_DIR", tmp_path / "cache")
+    one = study.default_storage_url(ExperimentFiles("s3://bucket-a/runs/exp"))
+    two = study.default_storage_url(ExperimentFiles("s3://bucket-b/runs/exp"))
+    assert one != two and one == study.default_storage_url(
+        ExperimentFiles("s3://bucket-a/runs/exp")
+    )
+    assert one.startswith(f"sqlite:///{tmp_path / 'cache'}/exp-")
+    local = study.default_storage_url(ExperimentFiles(tmp_path / "exp"))
+    assert local == f"sqlite:///{tmp_path / 'exp' / ExperimentFiles.OPTUNA_DB}"
