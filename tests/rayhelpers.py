@@ -260,3 +260,24 @@ class TwoNodes:
         self.log.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
         return names
+
+
+def diverging_space(tmp_path: Path) -> Path:
+    """A search space whose first point (lr 1e4, no grad clipping) diverges in epoch 2 and whose
+    second (lr 3e-3) trains: one trial errors deterministically, the other finishes."""
+    import yaml
+
+    space = tmp_path / "space.yaml"
+    space.write_text(
+        yaml.safe_dump(
+            {
+                "space": {
+                    "lr": {"distribution": "choice", "values": [0.003, 10000.0]},
+                    "grad_clip": 0,  # off, so lr=1e4 diverges in epoch 2
+                    "d_model": 32, "n_heads": 2, "depth": 1, "ff_dim": 32,
+                },
+                "points_to_evaluate": [{"lr": 10000.0}, {"lr": 0.003}],
+            }
+        )
+    )  # fmt: skip
+    return space

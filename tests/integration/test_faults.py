@@ -24,6 +24,7 @@ import yaml
 from rayhelpers import (
     ROOT,
     Driver,
+    diverging_space,
     get_psutil,
     result_records,
     saved_statuses,
@@ -336,19 +337,7 @@ def test_resume_keeps_errored_trials_unless_told_to_retry_them(ray_cluster, tmp_
     run again; --retry-errored runs it again from its checkpoint (and it fails again)."""
     from signray.tune import main
 
-    space = tmp_path / "space.yaml"
-    space.write_text(
-        yaml.safe_dump(
-            {
-                "space": {
-                    "lr": {"distribution": "choice", "values": [0.003, 10000.0]},
-                    "grad_clip": 0,  # off, so lr=1e4 diverges in epoch 2
-                    "d_model": 32, "n_heads": 2, "depth": 1, "ff_dim": 32,
-                },
-                "points_to_evaluate": [{"lr": 10000.0}, {"lr": 0.003}],
-            }
-        )
-    )  # fmt: skip
+    space = diverging_space(tmp_path)
     where = ["--storage-path", str(tmp_path), "--name", "keep"]
     args = ["--model", "transformer", "--smoke-test", "--search-space", str(space),
             "--num-samples", "2", "--epochs", "3", "--trial-scheduler", "fifo", *where]  # fmt: skip

@@ -21,6 +21,7 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 from ray.tune import Tuner
+from rayhelpers import diverging_space
 from rayhelpers import trial_rows as _rows
 from rayhelpers import wait_resources_released as _wait_resources_released
 
@@ -328,22 +329,7 @@ def test_resume_after_interrupt_runs_exactly_num_samples(ray_cluster, tmp_path):
 def test_a_failing_trial_is_retried_reported_and_does_not_stop_the_others(
     ray_cluster, tmp_path, capsys
 ):
-    space = tmp_path / "space.yaml"
-    space.write_text(
-        yaml.safe_dump(
-            {
-                "space": {
-                    "lr": {"distribution": "choice", "values": [0.003, 10000.0]},
-                    "grad_clip": 0,  # off, so lr=1e4 diverges in epoch 2
-                    "d_model": 32,
-                    "n_heads": 2,
-                    "depth": 1,
-                    "ff_dim": 32,
-                },
-                "points_to_evaluate": [{"lr": 10000.0}, {"lr": 0.003}],
-            }
-        )
-    )
+    space = diverging_space(tmp_path)
     assert (
         _tune(
             "--model",
