@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from signray.config.search import SearchOptions
 from signray.errors import Problem
 
-__all__ = ["DRIVER_MEMORY_BYTES", "TrialShape", "cluster_nodes"]
+__all__ = ["DRIVER_MEMORY_BYTES", "TrialShape", "alive_nodes", "cluster_nodes"]
 
 # A multi-worker trial's own process only waits on `TorchTrainer.fit()`; it reserves no CPU (its
 # workers do, in their own placement group) and this much logical memory instead, because a
@@ -160,8 +160,13 @@ class TrialShape:
         )
 
 
-def cluster_nodes() -> list[dict[str, float]]:
-    """The total resources of every alive node of the connected Ray cluster."""
+def alive_nodes() -> list[dict]:
+    """Every alive node of the connected Ray cluster, as `ray.nodes()` describes it."""
     import ray
 
-    return [dict(node["Resources"]) for node in ray.nodes() if node.get("Alive")]
+    return [node for node in ray.nodes() if node.get("Alive")]
+
+
+def cluster_nodes() -> list[dict[str, float]]:
+    """The total resources of every alive node of the connected Ray cluster."""
+    return [dict(node["Resources"]) for node in alive_nodes()]

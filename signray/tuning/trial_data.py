@@ -39,6 +39,7 @@ from signray.training.inputs import (
     stream_inputs,
 )
 from signray.tuning.holder import SPLITS, SplitHolder
+from signray.tuning.resources import alive_nodes
 
 __all__ = ["TrialData", "evaluate_best", "prepare_trial_data"]
 
@@ -74,8 +75,8 @@ class TrialData:
 def _trial_nodes() -> list[dict]:
     """Alive nodes with CPUs or GPUs: the ones trial workers can run on."""
     return [
-        n for n in ray.nodes()
-        if n["Alive"] and (n["Resources"].get("CPU", 0) > 0 or n["Resources"].get("GPU", 0) > 0)
+        n for n in alive_nodes()
+        if n["Resources"].get("CPU", 0) > 0 or n["Resources"].get("GPU", 0) > 0
     ]  # fmt: skip
 
 
