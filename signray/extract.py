@@ -36,7 +36,7 @@ from signray.config.train import PRECISIONS
 from signray.errors import ConfigError, DataError
 from signray.io import read_bytes, write_text
 from signray.layout import ExtractionFiles
-from signray.storage import RemotePath, as_location, writable_problem
+from signray.storage import RemotePath, absolute, as_location, writable_problem
 from signray.video.clip import ClipCollector, Outcome, read_meta, versions
 from signray.video.keypoints import LAYOUT
 from signray.video.sources import Job, plan_jobs
@@ -176,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
                 done[job.name] = Outcome(job.name, occluded=int(meta.get("occluded", 0)))
     write_text(files.settings, json.dumps({
         "settings": settings, "fingerprint": fingerprint, "layout": LAYOUT,
-        "src": str(as_location(args.src)), "versions": versions(),
+        "src": str(absolute(args.src)), "versions": versions(),
     }, indent=1) + "\n")  # fmt: skip
     todo = [job for job in jobs if job.name not in done]
     print(f"{len(jobs)} video(s): {len(done)} already extracted with these settings, "

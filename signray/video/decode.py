@@ -154,6 +154,11 @@ def read_chunks(
             ) from None
         finally:
             container.close()
+        if decoded == 0 and info.declared_s:
+            raise VideoProblem(
+                f"truncated or corrupt: no frame decodes, but the file declares "
+                f"{info.declared_s:.2f} s"
+            )
         if decoded == 0:
             raise VideoProblem("has no frames (zero-frame video)")
         frame_s = 1.0 / info.fps if info.fps else 0.0

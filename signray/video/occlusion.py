@@ -11,6 +11,8 @@ fewer than `vis_thresh` of its 78 points are visible, aggregated the same way.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from signray.video.keypoints import BLOCKS, NUM_POINTS
@@ -41,7 +43,8 @@ def hand_over_head_frames(X: np.ndarray, mask: np.ndarray) -> np.ndarray:
     fx = np.where(fmask, pts[:, f0 : f0 + nf, 0], np.nan)
     fy = np.where(fmask, pts[:, f0 : f0 + nf, 1], np.nan)
     has_face = fmask.sum(axis=1) >= _FACE_MIN_POINTS
-    with np.errstate(all="ignore"):
+    with warnings.catch_warnings():  # frames without a face: all-NaN rows, unused below
+        warnings.simplefilter("ignore", RuntimeWarning)
         x0, x1, y0, y1 = np.nanmin(fx, 1), np.nanmax(fx, 1), np.nanmin(fy, 1), np.nanmax(fy, 1)
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
     ax = np.maximum((x1 - x0) / 2 * _FACE_SCALE, 1e-3)
