@@ -21,17 +21,20 @@ def person() -> np.ndarray:
     return cv2.resize(data.astronaut(), (PERSON, PERSON), interpolation=cv2.INTER_AREA)
 
 
-def frame(i: int, n: int) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+def frame(i: int, n: int, with_person: bool = True) -> tuple[np.ndarray, tuple[int, ...]]:
     """Frame `i` of `n`: the person slides left to right; returns (RGB frame, person's box
-    (x0, y0, x1, y1) in pixels)."""
+    (x0, y0, x1, y1) in pixels). Without the person: the empty background."""
     canvas = np.full((HEIGHT, WIDTH, 3), 90, dtype=np.uint8)
     x0 = int(round((WIDTH - PERSON) * i / max(n - 1, 1)))
     y0 = HEIGHT - PERSON
-    canvas[y0:, x0 : x0 + PERSON] = person()
+    if with_person:
+        canvas[y0:, x0 : x0 + PERSON] = person()
     return canvas, (x0, y0, x0 + PERSON, HEIGHT)
 
 
-def write_video(path: Path, frames: int = 24, fps: int = 30, codec: str = "mpeg4") -> Path:
+def write_video(
+    path: Path, frames: int = 24, fps: int = 30, codec: str = "mpeg4", with_person: bool = True
+) -> Path:
     """Encode `frames` frames of the moving person at `fps`; the container follows the suffix."""
     import av
 
@@ -40,7 +43,7 @@ def write_video(path: Path, frames: int = 24, fps: int = 30, codec: str = "mpeg4
         stream = out.add_stream(codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
         for i in range(frames):
-            image, _ = frame(i, frames)
+            image, _ = frame(i, frames, with_person)
             for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
                 out.mux(packet)
         for packet in stream.encode():
