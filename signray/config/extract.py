@@ -13,7 +13,7 @@ from typing import Any
 
 from signray.config.train import PRECISIONS
 from signray.errors import ConfigError, Problem
-from signray.fields import coerce, field_types, flag, option
+from signray.fields import coerce_fields, flag, option
 
 __all__ = ["ExtractConfig", "OUTPUT_FIELDS"]
 
@@ -74,15 +74,7 @@ class ExtractConfig:
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> ExtractConfig:
         """A validated config from flags; every problem is reported at once, named by flag."""
-        types = field_types(cls)
-        known, problems = {}, []
-        for key, value in values.items():
-            if key not in types:
-                problems.append(Problem(f"unknown extraction setting {key!r}", [key]))
-                continue
-            converted, problem = coerce(key, value, types[key])
-            problems += [problem] if problem else []
-            known[key] = converted
+        known, problems = coerce_fields(cls, values, "extraction setting")
         if problems:
             raise ConfigError(problems)
         cfg = cls(**known)
