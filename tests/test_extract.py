@@ -5,7 +5,6 @@ shards that pass signray's checks and train."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -160,4 +159,3 @@ def test_an_interrupted_run_resumes_without_redoing_finished_clips(ray_cluster, 
     assert {p: p.stat().st_mtime_ns for p in finished} == stamps
     assert len(list(out.glob("clips/*.npz"))) == 6
     assert len((out / "labels.csv").read_text().splitlines()) == 7
-    os.environ.pop("RAY_ADDRESS", None)
