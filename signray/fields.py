@@ -26,7 +26,16 @@ from typing import Any
 
 from signray.errors import Problem
 
-__all__ = ["FieldType", "coerce", "field_types", "flag", "help_of", "option", "parse_number"]
+__all__ = [
+    "FieldType",
+    "coerce",
+    "coerce_fields",
+    "field_types",
+    "flag",
+    "help_of",
+    "option",
+    "parse_number",
+]
 
 _NUMBER_RE = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^[-+]?(inf|nan)$", re.I)
 _NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
@@ -96,6 +105,24 @@ def coerce(name: str, value: Any, ftype: FieldType) -> tuple[Any, Problem | None
     else:
         return value, None
     return value, Problem(f"`{name}` must be {_NAMES[base]}, but got {value!r}", [name])
+
+
+def coerce_fields(
+    cls: type, values: dict[str, Any] | Any, what: str
+) -> tuple[dict[str, Any], list[Problem]]:
+    """`values` coerced to the fields of dataclass `cls`: ``(known, problems)``; a key that is
+    no field is a problem ("unknown WHAT 'key'")."""
+    types = field_types(cls)
+    known, problems = {}, []
+    for key, value in values.items():
+        if key not in types:
+            problems.append(Problem(f"unknown {what} {key!r}", [key]))
+            continue
+        converted, problem = coerce(key, value, types[key])
+        if problem:
+            problems.append(problem)
+        known[key] = converted
+    return known, problems
 
 
 def flag(name: str) -> str:

@@ -31,6 +31,7 @@ __all__ = [
     "STATUSES",
     "RunFiles",
     "ExperimentFiles",
+    "ExtractionFiles",
     "rank_key",
 ]
 
@@ -187,3 +188,32 @@ class ExperimentFiles:
     def trial_dirname(trial_id: str) -> str:
         """Short trial folder names (Tune's default packs every parameter into the name)."""
         return f"trial_{trial_id}"
+
+
+@dataclass(frozen=True)
+class ExtractionFiles:
+    """What `signray.extract --output-dir OUT` writes: per-clip files under ``clips/`` (the
+    layout signray trains on, with ``labels.csv``), optional shard folders, the settings the
+    folder was made with and the videos that failed."""
+
+    root: Location
+
+    CLIPS_DIR = "clips"
+    LABELS_CSV = "labels.csv"
+    FAILURES_CSV = "failures.csv"
+    SETTINGS = "extract.json"
+    KEYPOINT_SHARDS = "shards/keypoints"
+    FEATURE_SHARDS = "shards/features"
+
+    def __init__(self, root: str | os.PathLike[str] | RemotePath) -> None:
+        object.__setattr__(self, "root", as_location(root))
+
+    clips = _in_folder(CLIPS_DIR, "one .npz per clip, in the videos' sub-folders")
+    labels_csv = _in_folder(LABELS_CSV, "file,gloss,cat,occluded of every extracted clip")
+    failures_csv = _in_folder(FAILURES_CSV, "file,reason of every video that failed")
+    settings = _in_folder(SETTINGS, "the settings and versions the clips were made with")
+    keypoint_shards = _in_folder(KEYPOINT_SHARDS, "format-2 shards of X (--num-shards)")
+    feature_shards = _in_folder(FEATURE_SHARDS, "format-2 shards of X2048 (--num-shards)")
+
+    def clip(self, name: str) -> Location:
+        return self.clips / f"{name}.npz"

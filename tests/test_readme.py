@@ -61,14 +61,31 @@ def test_every_readme_command_parses():
         "signray.report",
         "signray.data.synth",
         "signray.data.pack",
+        "signray.extract",
     } <= modules
     for module, *args in commands:
         importlib.import_module(module).build_parser().parse_args(args)
 
 
+def write_sign_videos(root: Path) -> None:
+    """The README's videos/: two glosses, two videos each for train and one for val (tiny real
+    videos of a photographed person, tests/video/videohelpers.py)."""
+    sys.path.insert(0, str(ROOT / "tests" / "video"))
+    from videohelpers import write_video
+
+    for split, per_gloss in (("train", 2), ("val", 1)):
+        lines = ["file,gloss,cat"]
+        for gloss in range(2):
+            for i in range(per_gloss):
+                write_video(root / split / f"g{gloss}" / f"{i}.mp4", frames=10 + 2 * gloss)
+                lines.append(f"g{gloss}/{i}.mp4,{gloss},{gloss}")
+        (root / f"{split}_labels.csv").write_text("\n".join(lines) + "\n")
+
+
 @pytest.mark.slow
 def test_readme_walkthrough_runs(tmp_path):
     shutil.copytree(ROOT / "search_spaces", tmp_path / "search_spaces")
+    write_sign_videos(tmp_path / "videos")
     for module, *args in readme_commands():
         if "--smoke-test" in args:
             continue  # the main job: run by tests/test_tune.py
@@ -88,3 +105,4 @@ def test_readme_walkthrough_runs(tmp_path):
         assert proc.returncode == 0, (module, args, proc.stdout[-2000:], proc.stderr[-2000:])
     assert (tmp_path / "runs" / "tx" / "eval" / "metrics.json").is_file()
     assert (tmp_path / "ray_results" / "fsl-tx" / "report" / "index.html").is_file()
+    assert (tmp_path / "ray_results" / "signs-tx" / "trials.csv").is_file()

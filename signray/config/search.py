@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from signray.errors import ConfigError, Problem
-from signray.fields import coerce, field_types, flag, option
+from signray.fields import coerce_fields, flag, option
 from signray.layout import LATENCY_METRIC, METRIC, MODE, PARAMS_METRIC
 
 __all__ = [
@@ -124,16 +124,7 @@ class SearchOptions:
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> SearchOptions:
         """Typed options from flags or a saved state; unknown keys and bad types raise at once."""
-        types = field_types(cls)
-        known, problems = {}, []
-        for key, value in values.items():
-            if key not in types:
-                problems.append(Problem(f"unknown search option {key!r}", [key]))
-                continue
-            converted, problem = coerce(key, value, types[key])
-            if problem:
-                problems.append(problem)
-            known[key] = converted
+        known, problems = coerce_fields(cls, values, "search option")
         if problems:
             raise ConfigError(problems)
         return cls(**known)

@@ -13,7 +13,14 @@ from dataclasses import dataclass
 from signray.errors import DataError
 from signray.storage import Location, RemotePath, as_location, explain_error
 
-__all__ = ["REQUIRED_COLUMNS", "LabelRow", "parse_labels", "range_text", "read_labels"]
+__all__ = [
+    "REQUIRED_COLUMNS",
+    "LabelRow",
+    "clip_name",
+    "parse_labels",
+    "range_text",
+    "read_labels",
+]
 
 REQUIRED_COLUMNS = ("file", "gloss", "cat")
 _INT_RE = re.compile(r"[+-]?\d+")
@@ -29,7 +36,10 @@ class LabelRow:
     cat: int
 
 
-def _strip_npz(name: str) -> str:
+def clip_name(text: str) -> str:
+    """A CSV's ``file`` cell as a clip name: ``.npz`` dropped and Windows separators made ``/``
+    (the reference project's CSVs, written on Windows, name clips ``0\\0.npz``)."""
+    name = text.replace("\\", "/")
     return name[: -len(".npz")] if name.lower().endswith(".npz") else name
 
 
@@ -89,9 +99,14 @@ def parse_labels(
         cells = [cell.strip() for cell in cells]
         get = {c: cells[i] if i < len(cells) else "" for c, i in col.items()}
         row_problems = []
-        name = _strip_npz(get["file"])
+        name = clip_name(get["file"])
         if not name:
             row_problems.append(f"{where}: file is empty (expected an .npz basename)")
+        elif name.startswith("/") or ".." in name.split("/"):
+            row_problems.append(
+                f"{where}: file {get['file']!r} leaves the data folder (expected a path "
+                "relative to it, without '..')"
+            )
         ids: dict[str, int] = {}
         for field in ("gloss", "cat"):
             value = _parse_id(get[field])

@@ -44,6 +44,7 @@ def pack_index(
     max_frames: int | None = None,
     overwrite: bool = False,
     progress: bool = False,
+    extra: dict | None = None,
 ) -> dict:
     """Write a split `scan_split` checked as `num_shards` format-2 shards; returns the manifest."""
     out = Path(out_dir)
@@ -57,7 +58,7 @@ def pack_index(
     writer = ShardWriter(
         out, num_shards, index.feature_dim, index.dtype, key=index.key,
         num_gloss=num_gloss, num_cat=num_cat, max_frames=max_frames,
-        on_shard=report if progress else None,
+        on_shard=report if progress else None, extra=extra,
     )  # fmt: skip
     clips = iter_clips(index, keys=keys, max_frames=max_frames)
     return writer.write_all(clips, index.lengths)

@@ -110,14 +110,16 @@ class ShardWriter:
         num_cat: int | None = None,
         max_frames: int | None = None,
         on_shard: Callable[[dict[str, Any]], None] | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> None:
+        """`extra`: more manifest fields about the frames (e.g. the keypoint ``layout``)."""
         self.on_shard = on_shard
         self.dtype = np.dtype(dtype)
         if self.dtype not in FRAME_DTYPES:
             raise DataError(f"shards store float16 or float32 frames, not {self.dtype}")
         self.out, self.num_shards, self.feature_dim = Path(out), num_shards, feature_dim
         self.header = {"key": key, "num_gloss": num_gloss, "num_cat": num_cat,
-                       "max_frames": max_frames}  # fmt: skip
+                       "max_frames": max_frames, **(extra or {})}  # fmt: skip
         self.moments = FrameMoments(feature_dim)
         self.entries: list[dict[str, Any]] = []
 

@@ -9,7 +9,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import urlparse
 
 import torch
@@ -77,18 +77,22 @@ def inception_weights_path() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / filename
 
 
-def build_inception_backbone(*, pretrained: bool) -> nn.Module:
+def build_inception_backbone(
+    *, pretrained: bool, weights_file: str | os.PathLike[str] | BinaryIO | None = None
+) -> nn.Module:
     """InceptionV3 with fc=Identity, mapping (N, 3, H, W) frames (H, W >= 75) to (N, 2048).
 
-    Pretrained weights are read only from the local hub cache, never downloaded: training hosts
-    are often offline, and a download there would hang. Random weights come from a fixed seed so
-    that a frozen random backbone can be rebuilt exactly and need not be checkpointed.
+    Pretrained weights are read from `weights_file` (torchvision's ImageNet state dict, a path or
+    an open binary file) or else
+    only from the local hub cache, never downloaded: training hosts are often offline, and a
+    download there would hang. Random weights come from a fixed seed so that a frozen random
+    backbone can be rebuilt exactly and need not be checkpointed.
     """
     from torchvision.models import Inception_V3_Weights, inception_v3
 
-    if pretrained:
-        path = inception_weights_path()
-        if not path.is_file():
+    if pretrained or weights_file is not None:
+        path = weights_file if weights_file is not None else inception_weights_path()
+        if weights_file is None and not path.is_file():
             raise ConfigError(
                 f"pretrained InceptionV3 weights are not in the torch hub cache: {path} does "
                 "not exist, and signray never downloads them. Download "

@@ -192,3 +192,11 @@ def test_gpu_check_runs_end_to_end_on_the_cpu(tmp_path):
     assert results["runs"]["bf16"]["grad_scaler"] is None
     assert results["smoke"]["exit_code"] == 0 and results["smoke"]["trials"] == 4
     assert results["packing"]["packed_4"]["trials"] == 4 and _positive(results["packing"]["ratio"])
+
+
+@pytest.mark.slow
+def test_extract(tmp_path):
+    results = _run("extract", tmp_path, timeout=600)
+    for name in ("reference", "ray_kp_1", "ray_kp_2", "reference_features", "ray_features"):
+        assert results[name]["frames"] == 16 and _positive(results[name]["frames_per_s"]), name
+    assert _positive(results["ratios"]["kp_2_workers_over_1"])
