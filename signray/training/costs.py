@@ -41,7 +41,7 @@ def _latency_ms(model: nn.Module, split: Split | ShardStream, device: torch.devi
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         tic = time.perf_counter()
-        model(batch.x, batch.lengths)
+        model(batch.x, batch.lengths, batch.host_lengths)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         times.append(time.perf_counter() - tic)

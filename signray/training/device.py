@@ -21,8 +21,10 @@ from signray.errors import ConfigError
 
 __all__ = [
     "DATA_ON_GPU_SHARE",
+    "GPU_PROCESS_RESERVE_BYTES",
     "build_batches",
     "data_fits_on_device",
+    "gpu_memory_cap",
     "limit_gpu_memory",
     "peak_memory_mb",
     "release_device_memory",
@@ -34,6 +36,11 @@ __all__ = [
 # The packed splits go to the GPU by default only if they take at most this share of the memory
 # the process may use (the card, or its share of it): the rest is for the model's activations.
 DATA_ON_GPU_SHARE = 0.25
+# What a process sharing a card uses there outside the caching allocator, and so outside its
+# cap: the CUDA context and the kernels and library handles (cuDNN, cuBLAS) loaded into it, about
+# 0.5 GiB on recent cards; the rest is margin for fragmentation. cuBLAS workspaces come from the
+# caching allocator and count inside the cap.
+GPU_PROCESS_RESERVE_BYTES = 2**30
 _memory_fraction = 1.0  # set by limit_gpu_memory
 
 
@@ -46,13 +53,39 @@ def select_device(cfg: TrainConfig) -> torch.device:
     return torch.device("cpu")
 
 
-def limit_gpu_memory(fraction: float, device: torch.device | None = None) -> None:
-    """Cap this process at `fraction` of the card, so trials sharing it cannot starve each other
-    (allocations past the cap raise CUDA out-of-memory in this trial only); 1 lifts the cap."""
+def gpu_memory_cap(share: float, total_bytes: int) -> float:
+    """The fraction of a card of `total_bytes` that a process given `share` of it may allocate:
+    its share less `GPU_PROCESS_RESERVE_BYTES`, so that the caps and the memory every process
+    needs outside its cap together fit the card (4 trials at 0.25 of an 80 GB card: 4 caps of
+    18.9 GB). A whole card (`share` 1) is not capped."""
+    if share >= 1:
+        return 1.0
+    cap = share - GPU_PROCESS_RESERVE_BYTES / total_bytes
+    if cap <= 0:
+        raise ConfigError(
+            [
+                f"`--gpus-per-trial {share:g}` gives each trial {share * total_bytes / 2**30:.2f} "
+                f"GiB of this {total_bytes / 2**30:.1f} GiB GPU, no more than the "
+                f"{GPU_PROCESS_RESERVE_BYTES / 2**30:g} GiB a CUDA process needs outside its "
+                "memory cap; use a larger --gpus-per-trial"
+            ]
+        )
+    return cap
+
+
+def limit_gpu_memory(share: float, device: torch.device | None = None) -> float | None:
+    """Cap this process's CUDA allocations for its `share` of the card (`gpu_memory_cap`), so that
+    trials sharing it cannot starve each other: an allocation past the cap raises CUDA
+    out-of-memory in this trial only. 1 lifts the cap. Returns the fraction set (None without
+    CUDA)."""
     global _memory_fraction
-    if 0 < fraction <= 1 and torch.cuda.is_available():
-        torch.cuda.set_per_process_memory_fraction(fraction, device)
-        _memory_fraction = fraction
+    if not (0 < share <= 1 and torch.cuda.is_available()):
+        return None
+    total = torch.cuda.get_device_properties(device or torch.cuda.current_device()).total_memory
+    fraction = gpu_memory_cap(share, total)
+    torch.cuda.set_per_process_memory_fraction(fraction, device)
+    _memory_fraction = fraction
+    return fraction
 
 
 def data_fits_on_device(nbytes: int, device: torch.device) -> bool:
@@ -130,8 +163,10 @@ def peak_memory_mb(device: torch.device) -> float | None:
 
 def release_device_memory() -> None:
     """Free what a finished run left behind, so the next run in this process (a reused Ray actor)
-    starts clean: unreachable tensors, the CUDA caching allocator's blocks, the peak counter."""
+    starts clean: unreachable tensors, cuBLAS workspaces (cached per stream in the allocator;
+    `empty_cache` keeps them), the CUDA caching allocator's blocks, the peak counter."""
     gc.collect()
     if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch._C._cuda_clearCublasWorkspaces()  # what torch's own leak checks call
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
