@@ -138,11 +138,18 @@ def _run_trial(config: dict[str, Any], *, setup: TrialSetup, data: TrialData) ->
         )
         if setup.gpus_per_trial:  # trials sharing a card cannot starve each other
             limit_gpu_memory(setup.shape.gpu_share or 1.0)  # (reused actors: reset each trial)
+        stopped: SystemExit | None = None
         try:
             result = train_loop(cfg, reporter, splits)
+        except SystemExit as stop:  # Tune ended the trial (a scheduler, a stopper) in its report
+            # Its traceback holds the loop's frame (model, optimizer, device batches): drop it,
+            # or nothing the loop allocated could be freed before the next trial in this actor.
+            stopped = stop.with_traceback(None)
         finally:
             del splits, reporter
-            release_device_memory()  # a reused actor starts its next trial clean
+        release_device_memory()  # the loop's frame is gone: a reused actor starts clean
+        if stopped is not None:
+            raise stopped
         summary = {"epochs_run": result.epochs_run, "stopped_by_loop": result.stopped_early}
     else:
         from ray.tune.integration.ray_train import TuneReportCallback
