@@ -5,6 +5,7 @@ Precomputed 2048-d features are the normal input; the backbone is only needed fo
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -121,6 +122,8 @@ class IV3GRU(SignModel):
     (then `input_dim` is unused: the backbone emits 2048-d features). Dropout follows every GRU
     layer, the last one included, i.e. it is also applied before the heads.
 
+    The GRUs compute in fp32 under every `precision` (see `_without_autocast`).
+
     Forward-only GRUs run over the padded batch: a forward GRU's output at frame t depends only
     on frames <= t, so the padding after a clip never reaches the output at its last frame, and
     on dense input ATen projects the inputs of all frames in one GEMM (packed input is projected
@@ -193,12 +196,13 @@ class IV3GRU(SignModel):
         check_inputs(x, lengths, frame_dims=frame_dims, host_lengths=host_lengths)
         if self.backbone is not None:
             x = self._frame_features(x, lengths)  # (B, T, 2048)
-        x = self.input_norm(x)
-        if self.config.bidirectional:
-            host = host_lengths if host_lengths is not None else lengths.cpu()  # (B,) CPU
-            last = self._packed_last(x, host)
-        else:
-            last = self._causal_last(x, lengths)
+        x = self.input_norm(x).float()
+        with _without_autocast(x.device.type):
+            if self.config.bidirectional:
+                host = host_lengths if host_lengths is not None else lengths.cpu()  # (B,) CPU
+                last = self._packed_last(x, host)
+            else:
+                last = self._causal_last(x, lengths)
         last = self.drop(last)  # (B, directions * H)
         return self.gloss_head(last), self.cat_head(last)
 
@@ -230,6 +234,20 @@ class IV3GRU(SignModel):
             seq, h_n = gru(seq)  # h_n: (2, B, H), longest clip first
         h_n = h_n.index_select(1, to_device[1])  # (2, B, H) in the batch's order
         return h_n.transpose(0, 1).reshape(x.shape[0], -1)  # (B, 2 * H)
+
+
+def _without_autocast(device_type: str) -> contextlib.AbstractContextManager:
+    """Autocast off for the GRUs, which then compute in fp32 under every precision.
+
+    On CUDA, autocast runs cuDNN RNNs in float16 whatever its dtype, bf16 included
+    (`aten/src/ATen/cudnn/AutocastRNN.cpp`), and only fp16 runs come with a GradScaler. fp32
+    GRUs cost little here: the recurrent state is 16-12 units wide, and the 2048-wide input
+    projection still uses TF32 tensor cores where `tf32` allows it. The backbone and the heads
+    keep the chosen precision.
+    """
+    if device_type in ("cpu", "cuda"):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()  # devices without autocast (e.g. meta)
 
 
 @register_model("iv3_gru", class_name="IV3GRU", input_kind="features", config_cls=IV3GRUConfig)
