@@ -11,6 +11,7 @@ import gc
 from typing import Any
 
 import torch
+import torch.distributed as dist
 
 from signray.config import TrainConfig
 from signray.data import Split, build_loader
@@ -18,6 +19,7 @@ from signray.data.device_batches import DeviceBatches
 from signray.data.loader import batch_sampler
 from signray.data.streaming import ShardStream
 from signray.errors import ConfigError
+from signray.training.optim import set_cuda_environment
 
 __all__ = [
     "DATA_ON_GPU_SHARE",
@@ -47,6 +49,7 @@ _memory_fraction = 1.0  # set by limit_gpu_memory
 def select_device(cfg: TrainConfig) -> torch.device:
     """The current CUDA device with `use_gpu` (Ray sets CUDA_VISIBLE_DEVICES), else the CPU."""
     if cfg.use_gpu:
+        set_cuda_environment()  # before this process's first cuBLAS call
         if not torch.cuda.is_available():
             raise ConfigError(["`use_gpu` is set but CUDA is not available on this machine"])
         return torch.device("cuda", torch.cuda.current_device())
@@ -139,15 +142,28 @@ def build_batches(
     return out[0], out[1]
 
 
-def rng_state(device: torch.device) -> dict[str, torch.Tensor]:
-    """The generator states a resumed run needs to continue identically (CPU, and the GPU's)."""
-    state = {"torch": torch.get_rng_state()}
+def rng_state(device: torch.device) -> dict[str, Any]:
+    """The generator states a resumed run needs to continue identically: the CPU's and the
+    GPU's and, under torch.distributed, every rank's own (``"ranks"``, by rank; the top-level
+    states are rank 0's). A collective: every rank calls it."""
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
     if device.type == "cuda":
         state["cuda"] = torch.cuda.get_rng_state(device)
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        ranks: list[dict[str, Any] | None] = [None] * dist.get_world_size()
+        dist.all_gather_object(ranks, dict(state))
+        state["ranks"] = ranks
     return state
 
 
-def restore_rng_state(state: dict[str, Any], device: torch.device) -> None:
+def restore_rng_state(state: dict[str, Any], device: torch.device, rank: int = 0) -> None:
+    """Restore this rank's own generator states from `rng_state`'s. A checkpoint without them
+    (one process, or fewer ranks) leaves a rank other than 0 with its fresh seed (seed + rank)."""
+    ranks = state.get("ranks") or []
+    if rank < len(ranks):
+        state = ranks[rank]
+    elif rank > 0:
+        return
     if state.get("torch") is not None:
         torch.set_rng_state(state["torch"])
     if device.type == "cuda" and state.get("cuda") is not None:
