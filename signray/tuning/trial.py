@@ -128,16 +128,16 @@ def _run_trial(config: dict[str, Any], *, setup: TrialSetup, data: TrialData) ->
     cfg = trial_config(config, setup)
     start = time.perf_counter()
     if setup.workers == 1:
+        if setup.gpus_per_trial:  # trials sharing a card cannot starve each other
+            limit_gpu_memory(setup.shape.gpu_share or 1.0)  # (reused actors: reset each trial)
         splits = data.open()
-        costs = model_costs(cfg, splits.val, list(setup.cost_metrics))
+        costs = model_costs(cfg, splits.val, list(setup.cost_metrics))  # on the trial's device
         reporter = RayReporter(
             functools.partial(_tune_report, extra=costs),
             tune.get_checkpoint,
             total_epochs=cfg.epochs,
             progress=False,
         )
-        if setup.gpus_per_trial:  # trials sharing a card cannot starve each other
-            limit_gpu_memory(setup.shape.gpu_share or 1.0)  # (reused actors: reset each trial)
         stopped: SystemExit | None = None
         try:
             result = train_loop(cfg, reporter, splits)
