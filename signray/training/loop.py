@@ -35,7 +35,7 @@ from signray.training.precision import resolve_group_precision, set_tf32
 from signray.training.reporters import Reporter
 from signray.training.steps import LossWeights, ProgressFn, evaluate, train_one_epoch
 
-__all__ = ["LoopResult", "resume_problems", "train_loop", "world_info"]
+__all__ = ["LoopResult", "compile_model", "resume_problems", "train_loop", "world_info"]
 
 
 @dataclass
@@ -142,7 +142,7 @@ def train_loop(
         ids = [device.index] if device.type == "cuda" else None
         trained = nn.parallel.DistributedDataParallel(model, device_ids=ids)
     if cfg.compile:
-        trained = torch.compile(trained, dynamic=True)  # clip lengths vary from batch to batch
+        trained = compile_model(trained)
 
     train_loader, val_loader = build_batches(
         cfg, (train, val), device, batch_size=local_batch, rank=rank, world_size=world_size
@@ -223,6 +223,19 @@ def train_loop(
         last_metrics=metrics,
         history=state.history,
     )
+
+
+def compile_model(model: nn.Module) -> nn.Module:
+    """`torch.compile` for this run, with Dynamo's caches cleared first.
+
+    Dynamo guards on float module attributes such as dropout's ``p``: a process that trains one
+    config after another (a reused Tune actor) would recompile the same forward for every config,
+    keep every old graph, and after `torch._dynamo.config.recompile_limit` (8) configs run it
+    eagerly. Cleared, each run compiles once (inductor's FX graph cache still serves graphs it
+    has seen). ``dynamic=True``: clip lengths vary from batch to batch.
+    """
+    torch._dynamo.reset()
+    return torch.compile(model, dynamic=True)
 
 
 def _checkpoint(

@@ -86,6 +86,18 @@ def test_training_flops_formula():
 
 
 @pytest.mark.slow
+def test_compile_trials(tmp_path):
+    """Two configs per process with Dynamo's recompile_limit at 1: the second trial compiles
+    with a fresh cache and runs eagerly with the shared one."""
+    results = _run("compile_trials", tmp_path, timeout=600)
+    assert results["fresh_cache"]["trials_compiled"] == 2
+    assert results["shared_cache"]["trials_compiled"] == 1
+    assert results["eager"]["trials_compiled"] == 0
+    for name in ("fresh_cache", "shared_cache", "eager"):
+        assert all(_positive(t["wall_s"]) for t in results[name]["per_trial"])
+
+
+@pytest.mark.slow
 def test_search_efficiency(tmp_path):
     results = _run("search_efficiency", tmp_path, timeout=480)
     summary = results["1_worker"]
