@@ -4,7 +4,7 @@ Each worker opens the run's `TrialData` where it runs: its node's object-store c
 on a node maps the same one) or, in stream mode, only its own shards. Rank 0 attaches
 checkpoints; Ray keeps the best `keep_checkpoints`. `max_failures` (``--worker-failures``) lets
 Train restart a worker group that lost a rank from the run's latest checkpoint; a worker group
-that cannot be placed fails the run after `WORKER_GROUP_START_RETRIES` start timeouts. Every epoch's
+that cannot be placed fails the run after `WORKER_GROUP_START_RETRIES` retries. Every epoch's
 metrics carry the worker group's placement group id (`signray.tuning.placement_groups`), so a
 driver can free it if the run is killed.
 """
@@ -29,22 +29,10 @@ from signray.training.device import release_device_memory
 from signray.training.loop import train_loop
 from signray.tuning.placement_groups import PG_METRIC, current_placement_group_id
 from signray.tuning.reporters import RayReporter
-from signray.tuning.resources import TrialShape
+from signray.tuning.resources import WORKER_GROUP_START_RETRIES, TrialShape
 from signray.tuning.trial_data import TrialData
 
-__all__ = [
-    "WORKER_GROUP_START_RETRIES",
-    "export_checkpoints",
-    "run_torch_trainer",
-    "scaling_config",
-]
-
-# Ray Train waits RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S (60 s) for a worker group's placement
-# group, then retries; the retries count as controller failures, which Train v2 allows without
-# limit by default (`FailureConfig.controller_failure_limit=-1`,
-# `v2/_internal/execution/failure_handling/default.py`). A group that cannot be placed fails the
-# run after this many retries (5 minutes in all at the default timeout) instead of never.
-WORKER_GROUP_START_RETRIES = 4
+__all__ = ["export_checkpoints", "run_torch_trainer", "scaling_config"]
 
 
 def _train_worker(config: dict[str, Any]) -> None:

@@ -25,6 +25,7 @@ from signray.errors import ConfigError, Problem
 
 __all__ = [
     "DRIVER_MEMORY_BYTES",
+    "WORKER_GROUP_START_RETRIES",
     "TrialShape",
     "alive_nodes",
     "check_cluster_fits",
@@ -36,6 +37,12 @@ __all__ = [
 # Tune trial must request some resource.
 DRIVER_MEMORY_BYTES = 256 * 1024**2
 _EPS = 1e-9
+# Ray Train waits RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S (60 s) for a worker group's placement
+# group, then retries; the retries count as controller failures, which Train v2 allows without
+# limit by default (`FailureConfig.controller_failure_limit=-1`,
+# `v2/_internal/execution/failure_handling/default.py`). The launcher's TorchTrainers fail after
+# this many retries (5 minutes in all at the default timeout) instead of never.
+WORKER_GROUP_START_RETRIES = 4
 
 Resources = Mapping[str, float]
 
@@ -202,7 +209,8 @@ class TrialShape:
         """A warning when --max-concurrent multi-worker trials do not fit ('' when they do).
 
         Tune queues one-worker trials itself; a multi-worker trial's workers are reserved by
-        Ray Train, outside Tune's view, and would wait until Train's start-up timeout.
+        Ray Train, outside Tune's view, and wait for them until the launcher's bounded
+        start-up retries (`WORKER_GROUP_START_RETRIES`) run out.
         """
         if self.workers == 1 or not max_concurrent:
             return ""
@@ -214,7 +222,8 @@ class TrialShape:
         return (
             f"WARNING: --max-concurrent {max_concurrent} trials of {self.describe()} do not fit "
             f"this cluster's {cpus:g} CPUs and {gpus:g} GPUs (room for {fits} at once); the "
-            "extra trials' worker groups will wait for resources (and may time out)"
+            "extra trials' worker groups will wait for resources, and fail after "
+            f"{WORKER_GROUP_START_RETRIES + 1} worker-group start timeouts (60 s each by default)"
         )
 
 

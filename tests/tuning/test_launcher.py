@@ -79,7 +79,8 @@ def test_a_worker_group_that_cannot_be_placed_fails_instead_of_waiting_forever(
     start that times out without limit by default; the launcher bounds the retries."""
     import threading
 
-    from signray.tuning.launcher import WORKER_GROUP_START_RETRIES, run_torch_trainer
+    from signray.tuning.launcher import run_torch_trainer
+    from signray.tuning.resources import WORKER_GROUP_START_RETRIES
     from signray.tuning.trial_data import TrialData
 
     monkeypatch.setenv("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "2")  # each wait (default 60 s)
