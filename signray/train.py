@@ -23,6 +23,8 @@ from signray.training.loop import LoopResult, resume_problems, train_loop
 from signray.training.precision import resolve_precision
 from signray.training.reporters import FileReporter, batch_progress
 from signray.training.steps import LossWeights, evaluate
+from signray.tuning.address import cluster_target
+from signray.tuning.resources import TrialShape
 
 __all__ = ["build_parser", "check_output_dir", "evaluate_checkpoint", "main", "run", "train"]
 
@@ -95,9 +97,14 @@ def evaluate_checkpoint(path: Location, val: Split, batch_size: int) -> dict[str
 def _run_ray(cfg: TrainConfig, summary, args) -> LoopResult:
     from signray.tuning.cluster import init_ray
     from signray.tuning.launcher import export_checkpoints, run_torch_trainer
+    from signray.tuning.resources import check_cluster_fits
     from signray.tuning.trial_data import prepare_trial_data
 
     init_ray(args.address, dashboard_host=args.dashboard_host, dashboard_port=args.dashboard_port)
+    # Exit 2 now if the cluster cannot place the workers (Ray Train would wait for them).
+    check_cluster_fits(
+        TrialShape.for_config(cfg, args.cpus_per_worker), args.address, what="training run"
+    )
     data = prepare_trial_data(cfg, summary)
     name = f"train-{cfg.model}-{time.strftime('%Y%m%d-%H%M%S')}"
     result = run_torch_trainer(
@@ -131,6 +138,12 @@ def train(cfg: TrainConfig, args: argparse.Namespace) -> LoopResult:
         problems = SearchOptions(worker_failures=getattr(args, "worker_failures", 0)).problems(1)
         if problem := writable_problem(args.storage_path, "--storage-path"):
             problems.append(problem)
+        shape = TrialShape.for_config(cfg, args.cpus_per_worker)
+        problems += shape.problems()
+        if cfg.use_gpu and not problems and cluster_target(args.address).local:
+            problems += shape.local_gpu_problems(
+                "training run"
+            )  # the cluster started here has these GPUs
         if problems:
             raise ConfigError(problems)
         from signray.tuning.address import prepare_target

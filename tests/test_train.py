@@ -153,3 +153,35 @@ def test_ray_run_flags_are_checked_before_ray_and_train_writes_to_object_stores(
     log = RemotePath(f"{out}/SignTransformer_log.csv").read_text().splitlines()
     assert log[0].startswith("epoch,") and len(log) == 3
     assert RemotePath(f"{out}/learning_curve.png").is_file() and not any(cwd.iterdir())
+
+
+def test_ddp_on_gpus_this_machine_lacks_exits_2_before_ray(tmp_path):
+    """A local cluster gets this machine's GPUs: two GPU workers without two GPUs never start."""
+    import torch
+
+    if torch.cuda.device_count() >= 2:
+        pytest.skip("this machine has the GPUs")
+    proc = _train("--smoke-test", "--ray-workers", 2, "--use-gpu", "--output-dir", tmp_path / "o",
+                  "--storage-path", tmp_path / "ray")  # fmt: skip
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert (
+        "a training run needs 2 workers x (1 CPU, 1 GPU) but this machine has no CUDA"
+        in proc.stderr
+    )
+    assert "leave out --use-gpu" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "ray").exists()
+
+
+@pytest.mark.slow
+def test_ddp_on_gpus_the_joined_cluster_lacks_exits_2_at_once(ray_cluster, tmp_path):
+    """`ray_cluster` declares 2 CPUs and no GPU: the same preflight as `signray.tune`'s says so
+    instead of Ray Train waiting for two GPU workers."""
+    proc = _train("--smoke-test", "--ray-workers", 2, "--use-gpu", "--address", ray_cluster,
+                  "--output-dir", tmp_path / "o", "--storage-path", tmp_path / "ray")  # fmt: skip
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert (
+        f"the cluster at {ray_cluster} cannot run one training run: a training run needs 2 "
+        "workers x (1 CPU, 1 GPU) (each worker on one node), but the cluster has 2 CPUs and 0 "
+        "GPUs on 1 node(s); join a cluster with GPUs, or leave out --use-gpu"
+    ) in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -157,7 +157,8 @@ def run_model(
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         batch = collate_padded([(clips[i], 0, 0) for i in idx])
-        g, c = model(batch.x.to(device), batch.lengths.to(device))  # (B, G), (B, C)
+        on = batch.to(device)
+        g, c = model(on.x, on.lengths, on.host_lengths)  # (B, G), (B, C)
         for row, i in enumerate(idx):
             gloss_out[i], cat_out[i] = g[row].float().cpu(), c[row].float().cpu()
     return torch.stack(gloss_out), torch.stack(cat_out)  # type: ignore[arg-type]

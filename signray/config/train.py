@@ -78,6 +78,11 @@ class TrainConfig:
         "GradScaler on older GPUs; else fp32), fp32, bf16, or fp16 (+ GradScaler)",
     )
     amp: bool = option(False, "alias: --amp is --precision auto, --no-amp is --precision fp32")
+    tf32: bool = option(
+        True,
+        "on CUDA (Ampere and newer), fp32 matmuls, convolutions and GRUs use TF32 tensor cores "
+        "(10-bit mantissa inputs, fp32 accumulation); --no-tf32 keeps IEEE fp32",
+    )
     scheduler: str = option("plateau", "LR schedule: plateau (on val gloss acc), cosine, none")
     scheduler_patience: int = option(5, "plateau: epochs without improvement before the LR halves")
     warmup_epochs: int = option(0, "linear warmup epochs before cosine decay")
@@ -104,7 +109,11 @@ class TrainConfig:
     compile: bool = option(False, "torch.compile the model for training (slower on CPU)")
     prefetch_factor: int | None = option(None, "batches each DataLoader worker prepares ahead")
     seed: int = option(42, "seed of every random number generator")
-    deterministic: bool = option(False, "deterministic kernels (slower)")
+    deterministic: bool = option(
+        False,
+        "deterministic kernels and cuBLAS workspaces (slower): a rerun or a resumed run on the "
+        "same hardware and software gives the same weights",
+    )
     num_threads: int | None = option(None, "torch intra-op threads for this process")
     use_gpu: bool = option(False, "train on CUDA")
     ray_workers: int = option(

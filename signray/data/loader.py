@@ -42,24 +42,36 @@ class ClipDataset(Dataset[Item]):
 
 @dataclass
 class Batch:
-    """A zero-padded batch; ``lengths`` says how many leading frames of each row are real."""
+    """A zero-padded batch; ``lengths`` says how many leading frames of each row are real.
+
+    ``host_lengths`` holds the same values as ``lengths`` on the host, so that code that needs
+    them there (packed sequences, value checks) never copies ``lengths`` back from the GPU: a
+    host sync every step. It stays on the host when the batch moves to a device. Whoever changes
+    ``lengths`` (e.g. an augmentation that crops clips) must set it again, or set it to None when
+    the new lengths are only known on the device (a model that needs them then copies them to
+    the host itself).
+    """
 
     x: torch.Tensor  # (B, T, D) float32, zero beyond each length
-    lengths: torch.Tensor  # (B,) int64
+    lengths: torch.Tensor  # (B,) int64, on the batch's device
     gloss: torch.Tensor  # (B,) int64
     cat: torch.Tensor  # (B,) int64
+    host_lengths: torch.Tensor | None = None  # (B,) int64 on the CPU: `lengths`, or None
+
+    def __post_init__(self) -> None:
+        if self.host_lengths is None and self.lengths.device.type == "cpu":
+            self.host_lengths = self.lengths
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
-        return Batch(
-            *(t.to(device, non_blocking=non_blocking) for t in self._tensors()),
-        )
+        moved = (t.to(device, non_blocking=non_blocking) for t in self._tensors())
+        return Batch(*moved, host_lengths=self.host_lengths)
 
     def pin_memory(self) -> Batch:
         """Called by ``DataLoader(pin_memory=True)``, so host-to-GPU copies can be asynchronous."""
-        return Batch(*(t.pin_memory() for t in self._tensors()))
+        return Batch(*(t.pin_memory() for t in self._tensors()), host_lengths=self.host_lengths)
 
     def _tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.x, self.lengths, self.gloss, self.cat

@@ -105,7 +105,9 @@ def check_dims(input_dim: int, num_gloss: int, num_cat: int) -> None:
         raise ConfigError(problems, title="invalid model sizes")
 
 
-def check_inputs(x: Tensor, lengths: Tensor, *, frame_dims: int = 1) -> None:
+def check_inputs(
+    x: Tensor, lengths: Tensor, *, frame_dims: int = 1, host_lengths: Tensor | None = None
+) -> None:
     """Fail with a clear message on shapes or lengths that would silently give wrong results."""
     if x.dim() != 2 + frame_dims:
         raise ValueError(f"x must have {2 + frame_dims} dims (B, T, ...), but got {tuple(x.shape)}")
@@ -113,13 +115,15 @@ def check_inputs(x: Tensor, lengths: Tensor, *, frame_dims: int = 1) -> None:
         raise ValueError(
             f"lengths must have shape (B,)=({x.shape[0]},), but got {tuple(lengths.shape)}"
         )
-    # Values are checked where that is free: on the GPU, int() would stall the stream every batch
-    # (the loaders build lengths from validated splits).
-    on_host = lengths.device.type == "cpu"
-    if on_host and lengths.numel() and (int(lengths.min()) < 1 or int(lengths.max()) > x.shape[1]):
+    # Values are checked where that is free, on the host: on the GPU, int() would stall the
+    # stream every batch (the loaders build lengths from validated splits).
+    host = lengths if lengths.device.type == "cpu" else host_lengths
+    if torch.compiler.is_compiling():  # int() would break the compiled graph
+        return
+    if host is not None and host.numel() and (int(host.min()) < 1 or int(host.max()) > x.shape[1]):
         raise ValueError(
-            f"lengths must lie in [1, T={x.shape[1]}], but got min={int(lengths.min())}, "
-            f"max={int(lengths.max())}"
+            f"lengths must lie in [1, T={x.shape[1]}], but got min={int(host.min())}, "
+            f"max={int(host.max())}"
         )
 
 
@@ -189,6 +193,10 @@ class SignModel(CheckpointMixin, nn.Module):
     Subclasses build their layers after ``super().__init__(...)``; the training loop sets
     `input_norm` from the training split's statistics and it travels in checkpoints.
     Checkpoints leave out weights that can be rebuilt (see `CheckpointMixin`).
+
+    ``forward(x, lengths, host_lengths=None)``: `lengths` on x's device; `host_lengths`, when
+    given, the same values on the CPU (`Batch.host_lengths`), for whatever the model must know
+    on the host, so that no step reads `lengths` back from the GPU.
     """
 
     def __init__(self, config: ArchConfig, input_dim: int, num_gloss: int, num_cat: int) -> None:

@@ -5,6 +5,7 @@ Precomputed 2048-d features are the normal input; the backbone is only needed fo
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -125,6 +126,8 @@ class IV3GRU(SignModel):
     (then `input_dim` is unused: the backbone emits 2048-d features). Dropout follows every GRU
     layer, the last one included, i.e. it is also applied before the heads.
 
+    The GRUs compute in fp32 under every `precision` (see `_without_autocast`).
+
     Forward-only GRUs run over the padded batch: a forward GRU's output at frame t depends only
     on frames <= t, so the padding after a clip never reaches the output at its last frame, and
     on dense input ATen projects the inputs of all frames in one GEMM (packed input is projected
@@ -186,14 +189,25 @@ class IV3GRU(SignModel):
         out[valid] = feats
         return out
 
-    def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-        """x (B, T, D) or (B, T, 3, H, W), lengths (B,) int64 -> (gloss (B, G), category (B, C))."""
-        check_inputs(x, lengths, frame_dims=3 if self.backbone is not None else 1)
+    def forward(
+        self, x: Tensor, lengths: Tensor, host_lengths: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """x (B, T, D) or (B, T, 3, H, W), lengths (B,) int64 -> (gloss (B, G), category (B, C)).
+
+        `host_lengths` (the same values on the CPU) lets bidirectional GRUs pack the batch
+        without copying `lengths` back from the GPU."""
+        frame_dims = 3 if self.backbone is not None else 1
+        check_inputs(x, lengths, frame_dims=frame_dims, host_lengths=host_lengths)
         if self.backbone is not None:
             x = self._frame_features(x, lengths)  # (B, T, 2048)
-        x = self.input_norm(x)
-        run = self._packed_last if self.config.bidirectional else self._causal_last
-        last = self.drop(run(x, lengths))  # (B, directions * H)
+        x = self.input_norm(x).float()
+        with _without_autocast(x.device.type):
+            if self.config.bidirectional:
+                host = host_lengths if host_lengths is not None else lengths.cpu()  # (B,) CPU
+                last = self._packed_last(x, host)
+            else:
+                last = self._causal_last(x, lengths)
+        last = self.drop(last)  # (B, directions * H)
         return self.gloss_head(last), self.cat_head(last)
 
     def _causal_last(self, x: Tensor, lengths: Tensor) -> Tensor:
@@ -204,17 +218,40 @@ class IV3GRU(SignModel):
         rows = torch.arange(h.shape[0], device=h.device)
         return h[rows, lengths.to(h.device) - 1]  # (B, H)
 
-    def _packed_last(self, x: Tensor, lengths: Tensor) -> Tensor:
-        """Bidirectional GRUs over packed sequences -> (B, 2 * H) final states."""
-        seq = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+    def _packed_last(self, x: Tensor, host_lengths: Tensor) -> Tensor:
+        """Bidirectional GRUs over packed sequences -> (B, 2 * H) final states.
+
+        The batch is sorted by length here, from the host lengths, and the sort indices go to
+        the device with non-blocking copies: `pack_padded_sequence(enforce_sorted=False)` would
+        copy them with a blocking one, a stream sync every step."""
+        order = torch.argsort(host_lengths, descending=True, stable=True)  # (B,) CPU
+        unsort = torch.empty_like(order)
+        unsort[order] = torch.arange(len(order))
+        to_device = order.to(x.device, non_blocking=True), unsort.to(x.device, non_blocking=True)
+        seq = pack_padded_sequence(
+            x.index_select(0, to_device[0]), host_lengths[order], batch_first=True
+        )
         h_n = torch.empty(0)
         for i, gru in enumerate(self.grus):
             if i:
-                seq = PackedSequence(
-                    self.drop(seq.data), seq.batch_sizes, seq.sorted_indices, seq.unsorted_indices
-                )
-            seq, h_n = gru(seq)  # h_n: (2, B, H), already in the original batch order
+                seq = PackedSequence(self.drop(seq.data), seq.batch_sizes)
+            seq, h_n = gru(seq)  # h_n: (2, B, H), longest clip first
+        h_n = h_n.index_select(1, to_device[1])  # (2, B, H) in the batch's order
         return h_n.transpose(0, 1).reshape(x.shape[0], -1)  # (B, 2 * H)
+
+
+def _without_autocast(device_type: str) -> contextlib.AbstractContextManager:
+    """Autocast off for the GRUs, which then compute in fp32 under every precision.
+
+    On CUDA, autocast runs cuDNN RNNs in float16 whatever its dtype, bf16 included
+    (`aten/src/ATen/cudnn/AutocastRNN.cpp`), and only fp16 runs come with a GradScaler. fp32
+    GRUs cost little here: the recurrent state is 16-12 units wide, and the 2048-wide input
+    projection still uses TF32 tensor cores where `tf32` allows it. The backbone and the heads
+    keep the chosen precision.
+    """
+    if device_type in ("cpu", "cuda"):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()  # devices without autocast (e.g. meta)
 
 
 @register_model("iv3_gru", class_name="IV3GRU", input_kind="features", config_cls=IV3GRUConfig)

@@ -136,9 +136,13 @@ class SignTransformer(SignModel):
         self.gloss_head = _head(c.d_model, c.head_hidden, num_gloss, c.dropout)
         self.cat_head = _head(c.d_model, c.head_hidden, num_cat, c.dropout)
 
-    def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-        """x (B, T, input_dim), lengths (B,) int64 -> (gloss (B, G), category (B, C)) logits."""
-        check_inputs(x, lengths)
+    def forward(
+        self, x: Tensor, lengths: Tensor, host_lengths: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """x (B, T, input_dim), lengths (B,) int64 -> (gloss (B, G), category (B, C)) logits.
+
+        Nothing here reads lengths on the host (`host_lengths` only serves the value check)."""
+        check_inputs(x, lengths, host_lengths=host_lengths)
         T = x.shape[1]
         valid = torch.arange(T, device=x.device)[None, :] < lengths.to(x.device)[:, None]  # (B, T)
         h = self.input_proj(self.input_norm(x))  # (B, T, D)

@@ -3,8 +3,10 @@ second objectives of a search (``signray.tune --objectives val_gloss_acc,latency
 
 Latency is measured on a fixed batch (the first `LATENCY_BATCH` clips of the split, in file
 order) so that every trial times the same input: the median of `LATENCY_REPS` forward passes in
-eval mode, after one warm-up pass, divided by the batch size. Weights do not change the time of
-a dense forward pass, so a freshly built model of the config is timed before training.
+eval mode (fp32, as evaluation), after one warm-up pass, divided by the batch size, on the device
+the trial trains on (its GPU with ``use_gpu``, else its CPU threads), so a search on GPUs ranks
+models by their GPU latency. Weights do not change the time of a dense forward pass, so a
+freshly built model of the config is timed before training.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from signray.data import Split
 from signray.data.loader import ClipDataset, collate_padded
 from signray.data.streaming import ShardStream
 from signray.layout import LATENCY_METRIC, PARAMS_METRIC
+from signray.training.device import select_device
 
 __all__ = ["LATENCY_BATCH", "LATENCY_METRIC", "PARAMS_METRIC", "count_params", "model_costs"]
 
@@ -41,7 +44,7 @@ def _latency_ms(model: nn.Module, split: Split | ShardStream, device: torch.devi
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         tic = time.perf_counter()
-        model(batch.x, batch.lengths)
+        model(batch.x, batch.lengths, batch.host_lengths)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         times.append(time.perf_counter() - tic)
@@ -54,11 +57,12 @@ def model_costs(
     metrics: list[str],
     device: torch.device | None = None,
 ) -> dict[str, float]:
-    """The cost `metrics` (LATENCY_METRIC, PARAMS_METRIC) of `cfg`'s model on `split`'s clips."""
+    """The cost `metrics` (LATENCY_METRIC, PARAMS_METRIC) of `cfg`'s model on `split`'s clips,
+    timed on `device` (default: the one `cfg` trains on)."""
     wanted = [m for m in metrics if m in (LATENCY_METRIC, PARAMS_METRIC)]
     if not wanted:
         return {}
-    device = device or torch.device("cpu")
+    device = device or select_device(cfg)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     model = cfg.build_model(split.feature_dim).to(device)

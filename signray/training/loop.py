@@ -31,11 +31,11 @@ from signray.training.device import (
 )
 from signray.training.inputs import TrainingData, load_inputs
 from signray.training.optim import build_optimizer, build_scheduler, seed_everything
-from signray.training.precision import resolve_precision
+from signray.training.precision import resolve_group_precision, set_tf32
 from signray.training.reporters import Reporter
 from signray.training.steps import LossWeights, ProgressFn, evaluate, train_one_epoch
 
-__all__ = ["LoopResult", "resume_problems", "train_loop", "world_info"]
+__all__ = ["LoopResult", "compile_model", "resume_problems", "train_loop", "world_info"]
 
 
 @dataclass
@@ -113,7 +113,10 @@ def train_loop(
     local_batch = _local_batch_size(cfg, world_size)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
-    seed_everything(cfg.seed, cfg.deterministic)
+    # Each rank its own stream (dropout masks differ); DDP gives every rank rank 0's initial
+    # weights, and the samplers share `cfg.seed`, so the ranks still split one global batch.
+    seed_everything(cfg.seed + rank, cfg.deterministic)
+    set_tf32(cfg.tf32)
     if data is None:
         data = load_inputs(cfg)
     elif not isinstance(data, TrainingData):
@@ -125,21 +128,21 @@ def train_loop(
     model.input_norm.set_stats(norm.mean, norm.std)  # a resumed checkpoint's replace these
     optimizer = build_optimizer(cfg, model)
     scheduler = build_scheduler(cfg, optimizer)
-    precision = resolve_precision(cfg.precision, device)
+    precision = resolve_group_precision(cfg.precision, device)  # one for every rank
     scaler = precision.grad_scaler()
 
     state = _Progress()
     resumed = reporter.resume_state()
     if resumed is not None:
         state = _restore(resumed, cfg, data.feature_dim, model, optimizer, scheduler, scaler)
-        restore_rng_state(resumed.rng, device)
+        restore_rng_state(resumed.rng, device, rank)
 
     trained: nn.Module = model
     if world_size > 1:
         ids = [device.index] if device.type == "cuda" else None
         trained = nn.parallel.DistributedDataParallel(model, device_ids=ids)
     if cfg.compile:
-        trained = torch.compile(trained, dynamic=True)  # clip lengths vary from batch to batch
+        trained = compile_model(trained)
 
     train_loader, val_loader = build_batches(
         cfg, (train, val), device, batch_size=local_batch, rank=rank, world_size=world_size
@@ -209,7 +212,7 @@ def train_loop(
             scaler,
             dataclasses.replace(state, history=list(state.history)),
             precision=precision.name,
-            device=device,
+            rng=rng_state(device),  # every rank's (a collective), though rank 0 saves it
         )
         reporter.report(metrics, snapshot, is_best=is_best)
     return LoopResult(
@@ -222,8 +225,21 @@ def train_loop(
     )
 
 
+def compile_model(model: nn.Module) -> nn.Module:
+    """`torch.compile` for this run, with Dynamo's caches cleared first.
+
+    Dynamo guards on float module attributes such as dropout's ``p``: a process that trains one
+    config after another (a reused Tune actor) would recompile the same forward for every config,
+    keep every old graph, and after `torch._dynamo.config.recompile_limit` (8) configs run it
+    eagerly. Cleared, each run compiles once (inductor's FX graph cache still serves graphs it
+    has seen). ``dynamic=True``: clip lengths vary from batch to batch.
+    """
+    torch._dynamo.reset()
+    return torch.compile(model, dynamic=True)
+
+
 def _checkpoint(
-    cfg, input_dim, model, optimizer, scheduler, scaler, state: _Progress, *, precision, device
+    cfg, input_dim, model, optimizer, scheduler, scaler, state: _Progress, *, precision, rng
 ) -> Checkpoint:
     """The checkpoint of `state`; built only by the rank and epochs that save one."""
     return Checkpoint.for_config(
@@ -239,7 +255,7 @@ def _checkpoint(
         optimizer=optimizer.state_dict(),
         scheduler=scheduler.state_dict() if scheduler is not None else None,
         scaler=scaler.state_dict() if scaler is not None else None,
-        rng=rng_state(device),
+        rng=rng,
         precision=precision,
     )
 

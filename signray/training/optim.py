@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import random
 
 import numpy as np
@@ -11,15 +12,37 @@ from torch import nn
 
 from signray.config import TrainConfig
 
-__all__ = ["build_optimizer", "build_scheduler", "seed_everything"]
+__all__ = [
+    "CUBLAS_WORKSPACE_CONFIG",
+    "build_optimizer",
+    "build_scheduler",
+    "seed_everything",
+    "set_cuda_environment",
+]
+
+
+# cuBLAS reductions are reproducible only with one of the two workspace configurations NVIDIA
+# documents (``:4096:8`` or ``:16:8``); torch reads it when a process first calls cuBLAS, and
+# warns under `use_deterministic_algorithms` without it. ``:4096:8`` (32 MiB) is also torch's
+# default workspace size on Hopper.
+CUBLAS_WORKSPACE_CONFIG = ":4096:8"
+
+
+def set_cuda_environment() -> None:
+    """Set what CUDA libraries read from the environment when this process first uses them
+    (the user's own value wins). Every run sets it, deterministic or not, before its first
+    cuBLAS call: a reused Ray actor may run a deterministic trial after one that was not."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE_CONFIG)
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
     """Seed every generator and set (or clear) deterministic kernels.
 
     Sets every flag both ways: a Tune actor reused for the next trial must start exactly as a
-    fresh process would, whatever the trial before it chose.
+    fresh process would, whatever the trial before it chose. DDP ranks pass their own seed
+    (base seed + rank, see `train_loop`), so their dropout masks differ.
     """
+    set_cuda_environment()
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)

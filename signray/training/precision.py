@@ -7,7 +7,10 @@ for fp16, its GradScaler. The one place that knows what each precision needs.
 - ``auto``: bf16 where the hardware computes it natively (CUDA compute capability >= 8.0; a CPU
   with AVX512-BF16 or AMX), fp16 on older CUDA GPUs, fp32 everywhere else.
 
-Losses are computed in fp32 either way (`steps.multitask_loss` casts the logits).
+Losses are computed in fp32 either way (`steps.multitask_loss` casts the logits). iv3_gru's
+GRUs compute in fp32 under every precision (`models.iv3_gru`). On CUDA, fp32 matmuls,
+convolutions and GRUs use TF32 tensor cores unless ``tf32`` is off (`set_tf32`). DDP ranks agree
+on what `auto` means (`resolve_group_precision`).
 """
 
 from __future__ import annotations
@@ -18,16 +21,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 
 from signray.config.train import PRECISIONS
 
 __all__ = [
     "FP32",
+    "agree_on_precision",
     "PRECISIONS",
     "Precision",
     "choose_precision",
     "cpu_has_native_bf16",
+    "resolve_group_precision",
     "resolve_precision",
+    "set_tf32",
 ]
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -107,3 +114,35 @@ def resolve_precision(requested: str, device: torch.device) -> Precision:
     cpu_bf16 = device.type == "cpu" and requested == "auto" and cpu_has_native_bf16()
     name = choose_precision(requested, device.type, cuda_capability=capability, cpu_bf16=cpu_bf16)
     return Precision(name, device.type)
+
+
+# Ranks that resolved `auto` differently train in the first of these any of them chose: every
+# CUDA GPU computes fp16 natively, bf16 needs compute capability 8.0.
+_COMMON_ORDER = ("fp32", "fp16", "bf16")
+
+
+def resolve_group_precision(requested: str, device: torch.device) -> Precision:
+    """`resolve_precision`, agreed by every rank of the torch.distributed group: on a cluster of
+    mixed GPUs (A100 and V100) `auto` would mean bf16 on some ranks and fp16 with a GradScaler on
+    others, so DDP would average gradients scaled on some ranks only. One all-reduce, at start."""
+    local = resolve_precision(requested, device)
+    if requested != "auto" or not (dist.is_available() and dist.is_initialized()):
+        return local
+    return Precision(agree_on_precision(local.name, device), device.type)
+
+
+def agree_on_precision(name: str, device: torch.device) -> str:
+    """The precision of `_COMMON_ORDER` that every rank can run, given each rank's `name`."""
+    code = torch.tensor([_COMMON_ORDER.index(name)], dtype=torch.int64, device=device)
+    dist.all_reduce(code, op=dist.ReduceOp.MIN)
+    return _COMMON_ORDER[int(code.item())]
+
+
+def set_tf32(enabled: bool) -> None:
+    """Whether fp32 matmuls (cuBLAS) and convolutions and RNNs (cuDNN) may use TF32 tensor cores
+    on Ampere and newer GPUs: inputs rounded to 10 mantissa bits, products accumulated in fp32,
+    several times IEEE fp32's matmul throughput. Only CUDA kernels read these flags. Set both
+    ways every run (a reused Ray actor); the legacy flags, because code that still reads them
+    fails once the newer ``fp32_precision`` setters were used."""
+    torch.backends.cuda.matmul.allow_tf32 = enabled
+    torch.backends.cudnn.allow_tf32 = enabled

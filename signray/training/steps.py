@@ -113,7 +113,7 @@ def train_one_epoch(
     for step, batch in enumerate(batches):
         batch = batch.to(device, non_blocking=True)
         with precision.autocast():
-            gloss_logits, cat_logits = model(batch.x, batch.lengths)
+            gloss_logits, cat_logits = model(batch.x, batch.lengths, batch.host_lengths)
         loss = multitask_loss(gloss_logits, cat_logits, batch.gloss, batch.cat, weights)
         nonfinite.update(loss, step)
         if (step + 1) % NONFINITE_CHECK_EVERY == 0:
@@ -165,7 +165,7 @@ def evaluate(
     metrics = ClassificationMetrics(device)
     for batch in loader:
         batch = batch.to(device, non_blocking=True)
-        gloss_logits, cat_logits = model(batch.x, batch.lengths)
+        gloss_logits, cat_logits = model(batch.x, batch.lengths, batch.host_lengths)
         loss = multitask_loss(gloss_logits, cat_logits, batch.gloss, batch.cat, weights, "sum")
         metrics.update(gloss_logits, cat_logits, batch.gloss, batch.cat, loss)
     return {f"val_{k}": v for k, v in metrics.compute().items()}

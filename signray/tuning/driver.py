@@ -18,7 +18,7 @@ from signray.storage import RemotePath
 from signray.training.inputs import check_inputs
 from signray.tuning.cluster import init_ray
 from signray.tuning.plan import TunePlan
-from signray.tuning.resources import TrialShape, cluster_nodes
+from signray.tuning.resources import TrialShape, check_cluster_fits
 from signray.tuning.results import format_summary, quiet_missing_results, write_outputs
 from signray.tuning.schedulers import scheduler_budget
 from signray.tuning.study import (
@@ -33,15 +33,6 @@ from signray.tuning.trial_data import evaluate_best, prepare_trial_data
 from signray.tuning.tuner import build_tuner, can_restore, restore_tuner, set_tune_environment
 
 __all__ = ["run_search"]
-
-
-def _check_cluster(shape: TrialShape, max_concurrent: int | None, address: str | None) -> None:
-    """Exit 2 before any trial when the cluster cannot run one (Tune would wait forever)."""
-    nodes = cluster_nodes()
-    if problems := shape.cluster_problems(nodes, address or "this machine"):
-        raise ConfigError(problems)
-    if warning := shape.concurrency_warning(max_concurrent, nodes):
-        print(warning, file=sys.stderr, flush=True)
 
 
 def _check_study(plan: TunePlan) -> tuple | None:
@@ -118,7 +109,7 @@ def run_search(
     set_tune_environment()
     started_here = not ray.is_initialized()
     init_ray(address, dashboard_host=dashboard_host, dashboard_port=dashboard_port)
-    _check_cluster(TrialShape.from_options(o), o.max_concurrent, address)
+    check_cluster_fits(TrialShape.from_options(o), address, o.max_concurrent)
     storage = _start_study(plan, checked)
     data = prepare_trial_data(plan.base, summary)
     root = plan.files.root

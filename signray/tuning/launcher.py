@@ -3,7 +3,8 @@
 Each worker opens the run's `TrialData` where it runs: its node's object-store copy (every worker
 on a node maps the same one) or, in stream mode, only its own shards. Rank 0 attaches
 checkpoints; Ray keeps the best `keep_checkpoints`. `max_failures` (``--worker-failures``) lets
-Train restart a worker group that lost a rank from the run's latest checkpoint. Every epoch's
+Train restart a worker group that lost a rank from the run's latest checkpoint; a worker group
+that cannot be placed fails the run after `WORKER_GROUP_START_RETRIES` retries. Every epoch's
 metrics carry the worker group's placement group id (`signray.tuning.placement_groups`), so a
 driver can free it if the run is killed.
 """
@@ -28,7 +29,7 @@ from signray.training.device import release_device_memory
 from signray.training.loop import train_loop
 from signray.tuning.placement_groups import PG_METRIC, current_placement_group_id
 from signray.tuning.reporters import RayReporter
-from signray.tuning.resources import TrialShape
+from signray.tuning.resources import WORKER_GROUP_START_RETRIES, TrialShape
 from signray.tuning.trial_data import TrialData
 
 __all__ = ["export_checkpoints", "run_torch_trainer", "scaling_config"]
@@ -57,10 +58,10 @@ def _train_worker(config: dict[str, Any]) -> None:
 def scaling_config(
     cfg: TrainConfig, cpus_per_worker: float = 1, gpus_per_worker: float | None = None
 ) -> ScalingConfig:
-    """`cfg.ray_workers` workers, each with `cpus_per_worker` CPUs and, with `use_gpu`, whole GPUs
-    (`gpus_per_worker`, default 1); a fraction is refused (NCCL needs one card per rank)."""
-    gpus = (gpus_per_worker or 1) * cfg.ray_workers if cfg.use_gpu else 0
-    shape = TrialShape(cfg.ray_workers, cpus_per_worker * cfg.ray_workers, gpus)
+    """`cfg.ray_workers` workers, each with `cpus_per_worker` CPUs and, with `use_gpu`, one whole
+    GPU (`gpus_per_worker`); a fraction (NCCL needs one card per rank) or more than one (a rank
+    trains on one) is refused."""
+    shape = TrialShape.for_config(cfg, cpus_per_worker, gpus_per_worker)
     if problems := shape.problems():
         raise ConfigError(problems)
     return ScalingConfig(
@@ -98,7 +99,9 @@ def run_torch_trainer(
                 checkpoint_score_attribute=METRIC,
                 checkpoint_score_order=MODE,
             ),
-            failure_config=FailureConfig(max_failures=max_failures),
+            failure_config=FailureConfig(
+                max_failures=max_failures, controller_failure_limit=WORKER_GROUP_START_RETRIES
+            ),
             callbacks=callbacks,
         ),
     )

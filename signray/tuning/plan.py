@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 import sys
 import time
 from dataclasses import dataclass
@@ -124,21 +123,6 @@ def _local_only_problems(files: ExperimentFiles, opts: SearchOptions, where: str
     return []
 
 
-def _local_gpu_problems(shape: TrialShape) -> list[str]:
-    """Whether this machine has the GPUs one trial needs (the cluster started here uses them)."""
-    import torch
-
-    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    need = math.ceil(shape.gpus_per_trial)
-    if count >= need:
-        return []
-    has = "no CUDA GPU" if not count else f"{count} CUDA GPU(s)"
-    return [
-        f"a trial needs {shape.describe()} but this machine has {has} (join a GPU cluster "
-        "with --address or RAY_ADDRESS, or lower --gpus-per-trial)"
-    ]
-
-
 def plan_new(args: argparse.Namespace) -> TunePlan:
     """Validate a new search from the tune command's flags; every problem at once."""
     file_values = load_config_file(args.config) if args.config else {}
@@ -151,6 +135,8 @@ def plan_new(args: argparse.Namespace) -> TunePlan:
         file_model = _peek_model(space_path)
         if file_model is not None:
             args.model = file_model
+    if getattr(args, "gpus_per_trial", 0) > 0 and not hasattr(args, "use_gpu"):
+        args.use_gpu = True  # trials given GPUs train on them (`TrialSetup.with_runtime`)
     cfg = _absolute_paths(config_from_args(args))
     smoke = dict(SMOKE["search"]) if cfg.smoke_test else None
     if smoke and hasattr(args, "budget_unit"):  # the smoke grace period is in epochs
@@ -189,7 +175,7 @@ def plan_new(args: argparse.Namespace) -> TunePlan:
     shape_problems = shape.problems()
     problems += shape_problems
     if options.gpus_per_trial > 0 and cluster_target(args.address).local and not shape_problems:
-        problems += _local_gpu_problems(shape)
+        problems += shape.local_gpu_problems()
     name = args.name or f"tune-{cfg.model}-{time.strftime('%Y%m%d-%H%M%S')}"
     if "/" in name or name in (".", ".."):
         problems.append(f"`--name` must be a plain folder name, but got {name!r}")

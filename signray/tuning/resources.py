@@ -4,9 +4,9 @@ before Ray starts, and the driver compares the plan with the cluster it joined.
 
 Rules:
 
-- N > 1 (DDP, a TorchTrainer per trial): every worker gets whole GPUs. Ray Train gives each
+- N > 1 (DDP, a TorchTrainer per trial): every worker gets one whole GPU. Ray Train gives each
   worker ``gpus_per_trial / N``; half a GPU each would put two ranks on one card, which NCCL
-  refuses ("Duplicate GPU detected").
+  refuses ("Duplicate GPU detected"), and two each would leave one idle (a rank trains on one).
 - N == 1: a fraction below 1 lets several trials share a card (``0.25`` = 4 trials per GPU); each
   trial then caps its memory at that share (`training.device.limit_gpu_memory`). More than one
   GPU is refused: one process trains on one device.
@@ -15,21 +15,45 @@ Rules:
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from signray.config import TrainConfig
 from signray.config.search import SearchOptions
-from signray.errors import Problem
+from signray.errors import ConfigError, Problem
 
-__all__ = ["DRIVER_MEMORY_BYTES", "TrialShape", "alive_nodes", "cluster_nodes"]
+__all__ = [
+    "DRIVER_MEMORY_BYTES",
+    "WORKER_GROUP_START_RETRIES",
+    "TrialShape",
+    "alive_nodes",
+    "check_cluster_fits",
+    "cluster_nodes",
+]
 
 # A multi-worker trial's own process only waits on `TorchTrainer.fit()`; it reserves no CPU (its
 # workers do, in their own placement group) and this much logical memory instead, because a
 # Tune trial must request some resource.
 DRIVER_MEMORY_BYTES = 256 * 1024**2
 _EPS = 1e-9
+# Ray Train waits RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S (60 s) for a worker group's placement
+# group, then retries; the retries count as controller failures, which Train v2 allows without
+# limit by default (`FailureConfig.controller_failure_limit=-1`,
+# `v2/_internal/execution/failure_handling/default.py`). The launcher's TorchTrainers fail after
+# this many retries (5 minutes in all at the default timeout) instead of never.
+WORKER_GROUP_START_RETRIES = 4
 
 Resources = Mapping[str, float]
+
+# The flags that set a shape's GPUs and its sizes, in the search and in a single DDP run.
+_SHAPE_FLAGS = {
+    "trial": (
+        "--gpus-per-trial/--use-gpu",
+        "--cpus-per-trial/--gpus-per-trial/--workers-per-trial",
+    ),
+    "training run": ("--use-gpu", "--ray-workers/--cpus-per-worker"),
+}
 
 
 @dataclass(frozen=True)
@@ -43,6 +67,15 @@ class TrialShape:
     @classmethod
     def from_options(cls, o: SearchOptions) -> TrialShape:
         return cls(o.workers_per_trial or 1, o.cpus_per_trial, o.gpus_per_trial)
+
+    @classmethod
+    def for_config(
+        cls, cfg: TrainConfig, cpus_per_worker: float = 1, gpus_per_worker: float | None = None
+    ) -> TrialShape:
+        """The workers a TorchTrainer of `cfg` reserves: `cfg.ray_workers` x (`cpus_per_worker`
+        CPUs and, with `use_gpu`, `gpus_per_worker` GPUs, default 1)."""
+        gpus = (gpus_per_worker or 1) * cfg.ray_workers if cfg.use_gpu else 0
+        return cls(cfg.ray_workers, cpus_per_worker * cfg.ray_workers, gpus)
 
     @property
     def cpus_per_worker(self) -> float:
@@ -78,6 +111,17 @@ class TrialShape:
                     fields,
                 )
             ]
+        if n > 1 and g / n > 1 + _EPS:
+            return [
+                Problem(
+                    f"`--gpus-per-trial {g:g}` with `--workers-per-trial {n}` gives each DDP "
+                    f"worker {g / n:g} GPUs, but a worker trains on one GPU and the others "
+                    f"would sit reserved and idle. Use --gpus-per-trial {n} (one per worker), or "
+                    f"--workers-per-trial {math.ceil(g)} --gpus-per-trial {math.ceil(g)} to "
+                    f"train on all {math.ceil(g)}",
+                    fields,
+                )
+            ]
         if n == 1 and g > 1:
             return [
                 Problem(
@@ -89,6 +133,23 @@ class TrialShape:
                 )
             ]
         return []
+
+    def local_gpu_problems(self, what: str = "trial") -> list[Problem]:
+        """Whether this machine has the GPUs one `what` needs (the cluster started here uses
+        them); checked before Ray starts."""
+        import torch
+
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count >= math.ceil(self.gpus_per_trial - _EPS):
+            return []
+        has = "no CUDA GPU" if not count else f"{count} CUDA GPU(s)"
+        return [
+            Problem(
+                f"a {what} needs {self.describe()} but this machine has {has} (join a GPU "
+                f"cluster with --address or RAY_ADDRESS, or leave out {_SHAPE_FLAGS[what][0]})",
+                ("gpus_per_trial",),
+            )
+        ]
 
     def trial_resources(self) -> dict[str, float]:
         """What Tune reserves for one trial (a multi-worker trial's workers reserve their own)."""
@@ -115,8 +176,11 @@ class TrialShape:
             )
         return workers // self.workers
 
-    def cluster_problems(self, nodes: Sequence[Resources], where: str) -> list[Problem]:
-        """Why the cluster `where` cannot run even one trial of this shape (empty: it can)."""
+    def cluster_problems(
+        self, nodes: Sequence[Resources], where: str, what: str = "trial"
+    ) -> list[Problem]:
+        """Why the cluster `where` cannot run even one `what` ("trial" of a search, or "run" of
+        `signray.train`: "training run") of this shape (empty: it can)."""
         if self.trials_that_fit(nodes) >= 1:
             return []
         total = {k: sum(n.get(k, 0.0) for n in nodes) for k in ("CPU", "GPU")}
@@ -127,15 +191,16 @@ class TrialShape:
                 f"; the largest node has {largest.get('CPU', 0):g} CPUs and "
                 f"{largest.get('GPU', 0):g} GPUs"
             )
+        gpu_flags, sizes = _SHAPE_FLAGS[what]
         fix = (
-            "join a cluster with GPUs, or leave out --gpus-per-trial/--use-gpu"
+            f"join a cluster with GPUs, or leave out {gpu_flags}"
             if self.gpus_per_trial and not total["GPU"]
-            else "lower --cpus-per-trial/--gpus-per-trial/--workers-per-trial"
+            else f"lower {sizes}"
         )
         return [
             Problem(
-                f"the cluster at {where} cannot run one trial: a trial needs {self.describe()} "
-                f"(each worker on one node), but the cluster has {has}; {fix}",
+                f"the cluster at {where} cannot run one {what}: a {what} needs "
+                f"{self.describe()} (each worker on one node), but the cluster has {has}; {fix}",
                 ("cpus_per_trial", "gpus_per_trial", "workers_per_trial"),
             )
         ]
@@ -144,7 +209,8 @@ class TrialShape:
         """A warning when --max-concurrent multi-worker trials do not fit ('' when they do).
 
         Tune queues one-worker trials itself; a multi-worker trial's workers are reserved by
-        Ray Train, outside Tune's view, and would wait until Train's start-up timeout.
+        Ray Train, outside Tune's view, and wait for them until the launcher's bounded
+        start-up retries (`WORKER_GROUP_START_RETRIES`) run out.
         """
         if self.workers == 1 or not max_concurrent:
             return ""
@@ -156,8 +222,22 @@ class TrialShape:
         return (
             f"WARNING: --max-concurrent {max_concurrent} trials of {self.describe()} do not fit "
             f"this cluster's {cpus:g} CPUs and {gpus:g} GPUs (room for {fits} at once); the "
-            "extra trials' worker groups will wait for resources (and may time out)"
+            "extra trials' worker groups will wait for resources, and fail after "
+            f"{WORKER_GROUP_START_RETRIES + 1} worker-group start timeouts (60 s each by default)"
         )
+
+
+def check_cluster_fits(
+    shape: TrialShape, address: str | None, max_concurrent: int | None = None, what: str = "trial"
+) -> None:
+    """Exit 2 (`ConfigError`) before anything is scheduled when the connected cluster cannot run
+    one `what` of `shape`: Tune would leave it PENDING forever, and Ray Train would wait for its
+    worker group. Warns when `max_concurrent` multi-worker trials do not fit at once."""
+    nodes = cluster_nodes()
+    if problems := shape.cluster_problems(nodes, address or "this machine", what):
+        raise ConfigError(problems)
+    if warning := shape.concurrency_warning(max_concurrent, nodes):
+        print(warning, file=sys.stderr, flush=True)
 
 
 def alive_nodes() -> list[dict]:

@@ -128,21 +128,28 @@ def _run_trial(config: dict[str, Any], *, setup: TrialSetup, data: TrialData) ->
     cfg = trial_config(config, setup)
     start = time.perf_counter()
     if setup.workers == 1:
+        if setup.gpus_per_trial:  # trials sharing a card cannot starve each other
+            limit_gpu_memory(setup.shape.gpu_share or 1.0)  # (reused actors: reset each trial)
         splits = data.open()
-        costs = model_costs(cfg, splits.val, list(setup.cost_metrics))
+        costs = model_costs(cfg, splits.val, list(setup.cost_metrics))  # on the trial's device
         reporter = RayReporter(
             functools.partial(_tune_report, extra=costs),
             tune.get_checkpoint,
             total_epochs=cfg.epochs,
             progress=False,
         )
-        if setup.gpus_per_trial:  # trials sharing a card cannot starve each other
-            limit_gpu_memory(setup.shape.gpu_share or 1.0)  # (reused actors: reset each trial)
+        stopped: SystemExit | None = None
         try:
             result = train_loop(cfg, reporter, splits)
+        except SystemExit as stop:  # Tune ended the trial (a scheduler, a stopper) in its report
+            # Its traceback holds the loop's frame (model, optimizer, device batches): drop it,
+            # or nothing the loop allocated could be freed before the next trial in this actor.
+            stopped = stop.with_traceback(None)
         finally:
             del splits, reporter
-            release_device_memory()  # a reused actor starts its next trial clean
+        release_device_memory()  # the loop's frame is gone: a reused actor starts clean
+        if stopped is not None:
+            raise stopped
         summary = {"epochs_run": result.epochs_run, "stopped_by_loop": result.stopped_early}
     else:
         from ray.tune.integration.ray_train import TuneReportCallback

@@ -86,6 +86,18 @@ def test_training_flops_formula():
 
 
 @pytest.mark.slow
+def test_compile_trials(tmp_path):
+    """Two configs per process with Dynamo's recompile_limit at 1: the second trial compiles
+    with a fresh cache and runs eagerly with the shared one."""
+    results = _run("compile_trials", tmp_path, timeout=600)
+    assert results["fresh_cache"]["trials_compiled"] == 2
+    assert results["shared_cache"]["trials_compiled"] == 1
+    assert results["eager"]["trials_compiled"] == 0
+    for name in ("fresh_cache", "shared_cache", "eager"):
+        assert all(_positive(t["wall_s"]) for t in results[name]["per_trial"])
+
+
+@pytest.mark.slow
 def test_search_efficiency(tmp_path):
     results = _run("search_efficiency", tmp_path, timeout=480)
     summary = results["1_worker"]
@@ -177,21 +189,71 @@ def test_precision_parity(tmp_path):
 
 @pytest.mark.slow
 def test_gpu_check_runs_end_to_end_on_the_cpu(tmp_path):
-    """The GPU benchmark's every section, in its CPU mode (no GPU here): no section errors."""
+    """The GPU benchmark's every section, in its CPU mode (no GPU here): no section errors, so
+    the command exits 0 (it exits 1 when any section fails)."""
     results = _run("gpu_check", tmp_path, "--cpu", "--budget-s", "100000", timeout=1500)
+    assert results["failed"] == []
     for section in ("peak", "smoke", "packing"):
         assert "error" not in results[section], results[section]
-    assert _positive(results["peak"]["bf16_tflops"])
-    for key in ("transformer_fp32", "transformer_bf16", "transformer_fp16", "iv3_gru_fp16"):
-        assert "error" not in results["speed"][key], results["speed"][key]
-        assert _positive(results["speed"][key]["frames_per_s"])
+    for kind in ("bf16", "fp16", "tf32", "fp32"):
+        assert _positive(results["peak"][f"{kind}_tflops"])
+    for key in ("transformer_fp32", "transformer_fp32_ieee", "transformer_bf16",
+                "transformer_fp16", "iv3_gru_bf16", "iv3_gru_fp16"):  # fmt: skip
+        row = results["speed"][key]
+        assert "error" not in row, row
+        assert _positive(row["frames_per_s"]) and _positive(row["tflops"])
+        assert 0 < row["share_of_measured_peak"]
     assert results["speed"]["transformer_fp16"]["scaler_scale"] > 0
+    # What ran: the GRUs in fp32 under bf16 autocast, the heads (Linear) in bf16.
+    assert results["speed"]["iv3_gru_bf16"]["computed_in"] == {
+        "GRU": ["float32"], "Linear": ["bfloat16"]}  # fmt: skip
     for precision in ("bf16", "fp16"):
         assert results["runs"][precision]["precision"] == precision
     assert results["runs"]["fp16"]["grad_scaler"]["growth_tracker"] > 0
     assert results["runs"]["bf16"]["grad_scaler"] is None
     assert results["smoke"]["exit_code"] == 0 and results["smoke"]["trials"] == 4
-    assert results["packing"]["packed_4"]["trials"] == 4 and _positive(results["packing"]["ratio"])
+    packed = results["packing"]["packed_4"]
+    assert packed["trials"] == 4 and _positive(results["packing"]["ratio"])
+    assert _positive(packed["window"]["window_s"]) and _positive(packed["frames_per_s"])
+
+
+def test_gpu_check_counts_frames_only_where_all_packed_trials_trained():
+    """Epochs as (start, end, frames): the window runs from the latest end of a first epoch to
+    the earliest end of a last one; an epoch counts in proportion to its overlap."""
+    from benchmarks.gpu_check import common_window
+
+    a = [(0, 10, 100), (10, 20, 100), (20, 30, 100)]  # starts first
+    b = [(5, 15, 100), (15, 25, 100), (25, 35, 100)]  # starts 5 s later, ends 5 s later
+    window = common_window([a, b])
+    assert window["window_s"] == 15  # from 15 (b's first epoch ends) to 30 (a's last ends)
+    # a: half of (10, 20) and all of (20, 30); b: all of (15, 25) and half of (25, 35)
+    assert window["frames"] == pytest.approx(50 + 100 + 100 + 50)
+    assert window["frames_per_s"] == pytest.approx(300 / 15)
+    alone = common_window([a])
+    assert alone["window_s"] == 20 and alone["frames_per_s"] == pytest.approx(10)
+    skewed = common_window([a, [(40, 50, 100), (50, 60, 100)]])  # never trained together
+    assert skewed["frames_per_s"] is None and skewed["window_s"] == 0
+    assert common_window([a, [(0, 10, 100)]])["frames_per_s"] is None  # one epoch: all warm-up
+
+
+def test_gpu_check_peaks_of_known_cards():
+    from benchmarks.gpu_check import datasheet_peaks
+
+    assert datasheet_peaks("NVIDIA H200")["bf16"] == 989.0
+    assert datasheet_peaks("NVIDIA H100 PCIe")["tf32"] == 378.0
+    assert datasheet_peaks("NVIDIA A100-SXM4-80GB")["tf32"] == 156.0
+    assert datasheet_peaks("Tesla V100-SXM2-16GB")["bf16"] is None
+    assert datasheet_peaks("a card nobody listed") == {}
+
+
+def test_gpu_check_counts_gru_flops():
+    from benchmarks.gpu_check import gru_training_flops
+    from signray.models import IV3GRUConfig
+
+    c = IV3GRUConfig(hidden1=4, hidden2=3, depth=2)
+    # One clip of 2 frames, 5 inputs, 2 classes: layer 1 2*2*3*4*(5+4) = 432, layer 2
+    # 2*2*3*3*(4+3) = 252, heads 2*3*2 = 12; x3 for training.
+    assert gru_training_flops([2], c, input_dim=5, classes=2) == 3 * (432 + 252 + 12)
 
 
 @pytest.mark.slow

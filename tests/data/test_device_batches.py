@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from signray.data import PackedParts, PackedSplit, build_loader
 from signray.data.device_batches import DeviceBatches
@@ -70,3 +71,50 @@ def test_parts_in_float16_cut_to_max_frames_match_the_dataloader(max_frames):
         assert b.x.dtype == torch.float32
         for name in ("x", "lengths", "gloss", "cat"):
             assert torch.equal(getattr(a, name), getattr(b, name)), name
+
+
+class _Copies(TorchDispatchMode):
+    """Records the bytes of every copy into a tensor and every concatenation while active."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.copies: list[int] = []
+        self.cats = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten.copy_.default:
+            self.copies.append(args[0].numel() * args[0].element_size())
+        elif func is torch.ops.aten.cat.default:
+            self.cats += 1
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("max_frames", [None, 5])
+def test_frames_reach_the_device_in_bounded_copies(monkeypatch, max_frames):
+    """One destination, filled chunk by chunk: no per-part device copies concatenated there (2x
+    the data at setup) and no copy per clip when max_frames cuts some."""
+    import signray.data.device_batches as device_batches
+
+    whole = _split(n=60, dim=8)
+    half = len(whole) // 2
+    parts = [
+        PackedSplit.from_clips([whole.clip(i) for i in range(lo, hi)], whole.gloss[lo:hi],
+                               whole.cat[lo:hi], [f"c{i}" for i in range(lo, hi)])
+        for lo, hi in ((0, half), (half, len(whole)))
+    ]  # fmt: skip
+    split = PackedParts(parts, max_frames)
+    row = split.feature_dim * 4
+    monkeypatch.setattr(device_batches, "COPY_CHUNK_BYTES", 16 * row)  # 16 frames per copy
+    sampler = batch_sampler(split, batch_size=4, train=False)[1]
+    with _Copies() as seen:
+        batches = DeviceBatches(split, sampler, torch.device("cpu"))
+    total = int(split.lengths.sum())
+    assert batches.frames.shape == (total, split.feature_dim)
+    assert seen.cats == 0
+    most = 16 + (max_frames or 0)  # a chunk of cut clips may overrun by one clip
+    assert seen.copies and max(seen.copies) <= most * row
+    assert len(seen.copies) <= -(-total // 16) + len(parts) < len(split)
+    assert sum(seen.copies) == total * row  # every frame copied once
+    loader = build_loader(split, batch_size=4, train=False)
+    for a, b in zip(loader, batches, strict=True):
+        assert torch.equal(a.x, b.x)

@@ -179,3 +179,40 @@ def test_cached_pretrained_weights_are_loaded(
     assert not any(k.startswith(("AuxLogits.", "fc.")) for k in loaded)
     for key, value in loaded.items():
         torch.testing.assert_close(value, published[key], atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_grus_run_in_fp32_with_autocast_off_under_mixed_precision(bidirectional, dtype) -> None:
+    """On CUDA, autocast would run cuDNN GRUs in float16 whatever its dtype (AutocastRNN.cpp),
+    without a GradScaler under bf16: the GRUs must see fp32 inputs with autocast off. The heads
+    keep the mixed precision."""
+    torch.manual_seed(0)
+    model = IV3GRU(8, 5, 3, IV3GRUConfig(hidden1=6, hidden2=4, bidirectional=bidirectional))
+    seen = []
+    for gru in model.grus:
+        gru.register_forward_pre_hook(
+            lambda m, args: seen.append((torch.is_autocast_enabled("cpu"), _data(args[0]).dtype))
+        )
+    x, lengths = torch.randn(4, 7, 8), torch.tensor([7, 3, 5, 1])
+    with torch.autocast("cpu", dtype=dtype):
+        gloss, _ = model(x, lengths)
+    assert seen == [(False, torch.float32)] * len(model.grus)
+    assert gloss.dtype == dtype  # the heads still ran under autocast
+
+
+def _data(x):
+    return x.data if isinstance(x, torch.nn.utils.rnn.PackedSequence) else x
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_cudnn_grus_compute_in_fp32_under_bf16_autocast(bidirectional) -> None:
+    model = IV3GRU(8, 5, 3, IV3GRUConfig(bidirectional=bidirectional)).cuda()
+    out = []
+    for gru in model.grus:
+        gru.register_forward_hook(lambda m, args, result: out.append(_data(result[0]).dtype))
+    x, lengths = torch.randn(4, 7, 8, device="cuda"), torch.tensor([7, 3, 5, 1])
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        gloss, _ = model(x, lengths.cuda(), lengths)
+    assert out == [torch.float32] * len(model.grus) and gloss.dtype == torch.bfloat16

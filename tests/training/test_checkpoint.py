@@ -112,3 +112,15 @@ def test_format_2_checkpoints_load_without_precision_or_cuda_rng(tmp_path):
 def test_legacy_configs_with_amp_off_resolve_to_fp32():
     _, cfg, _ = model_from_checkpoint(LEGACY / "SignTransformer_best.pt")
     assert cfg.precision == "fp32" and cfg.amp is False
+
+
+def test_to_dict_shares_the_tensors_instead_of_copying_them():
+    """A save must not hold a second (on the GPU: a third) copy of every tensor."""
+    weights = {"w": torch.ones(1000)}
+    moments = {"state": {0: {"exp_avg": torch.zeros(1000)}}, "param_groups": []}
+    ckpt = _checkpoint(model=weights, optimizer=moments, rng={"torch": torch.get_rng_state()})
+    saved = ckpt.to_dict()
+    assert saved["model"]["w"] is weights["w"]
+    assert saved["optimizer"]["state"][0]["exp_avg"] is moments["state"][0]["exp_avg"]
+    assert saved["rng"]["torch"].data_ptr() == ckpt.rng["torch"].data_ptr()
+    assert saved["format"] == CHECKPOINT_FORMAT and saved["epoch"] == ckpt.epoch

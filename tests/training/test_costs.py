@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import pytest
+import torch
+
 from signray.config import resolve_config
 from signray.layout import LATENCY_METRIC, PARAMS_METRIC
 from signray.training.costs import count_params, model_costs
@@ -25,3 +28,11 @@ def test_a_bigger_model_has_more_parameters(tiny_keypoints):
     small = model_costs(_cfg(), val, [PARAMS_METRIC])[PARAMS_METRIC]
     big = model_costs(_cfg(d_model=64, depth=2), val, [PARAMS_METRIC])[PARAMS_METRIC]
     assert big > small
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_gpu_trial_times_its_latency_on_the_gpu(tiny_keypoints):
+    _, val = tiny_keypoints
+    torch.cuda.reset_peak_memory_stats()
+    costs = model_costs(_cfg(use_gpu=True), val, [LATENCY_METRIC])
+    assert costs[LATENCY_METRIC] > 0 and torch.cuda.max_memory_allocated() > 0

@@ -181,3 +181,18 @@ def test_plain_resume_keeps_the_checkpoints_reduced_lr(tmp_path, tiny_keypoints)
     more = _cfg(tmp_path, epochs=5, lr=1e-7, scheduler="plateau", scheduler_patience=0)
     history = _run(more, tiny_keypoints, resume=tmp_path / "SignTransformer_last.pt").history
     assert history[-1]["lr"] == pytest.approx(reduced, rel=1e-9)
+
+
+@pytest.mark.slow
+def test_compiled_runs_in_one_process_each_compile_their_own_model(tmp_path, tiny_keypoints):
+    """Dynamo guards on dropout's p: without a fresh cache per run, a reused actor's later
+    configs recompile until `recompile_limit` and then train eagerly (here the limit is 1)."""
+    from torch._dynamo.utils import counters
+
+    graphs = []
+    with torch._dynamo.config.patch(recompile_limit=1):
+        for i, dropout in enumerate((0.1, 0.2)):
+            before = counters["stats"]["unique_graphs"]
+            _run(_cfg(tmp_path / str(i), epochs=1, compile=True, dropout=dropout), tiny_keypoints)
+            graphs.append(counters["stats"]["unique_graphs"] - before)
+    assert graphs[0] >= 1 and graphs[1] >= 1, graphs  # the second run compiled, not eager

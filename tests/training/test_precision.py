@@ -105,3 +105,42 @@ def test_auto_records_what_it_resolved_to(tmp_path, tiny_keypoints):
     ckpt = _train(tmp_path, tiny_keypoints, precision="auto", epochs=1)
     assert ckpt.precision == resolve_precision("auto", torch.device("cpu")).name
     assert ckpt.config["precision"] == "auto"  # the request, for reruns on other hardware
+
+
+def test_every_run_sets_the_tf32_flags_both_ways(tmp_path, tiny_keypoints):
+    """A reused actor's trial with --no-tf32 after one with TF32 trains in IEEE fp32, and back."""
+    _train(tmp_path / "a", tiny_keypoints, epochs=1, tf32=True)
+    assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    _train(tmp_path / "b", tiny_keypoints, epochs=1, tf32=False)
+    assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+    _train(tmp_path / "c", tiny_keypoints, epochs=1)  # the default: TF32 on CUDA
+    assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+
+
+def test_tf32_flags_leave_cpu_training_bit_identical(tmp_path, tiny_keypoints):
+    """The flags only reach CUDA kernels: the same code path on the CPU gives the same weights,
+    so CPU results (and tests) do not depend on the setting."""
+    on = _train(tmp_path / "on", tiny_keypoints, epochs=2, tf32=True)
+    off = _train(tmp_path / "off", tiny_keypoints, epochs=2, tf32=False)
+    for key, value in on.model.items():
+        assert torch.equal(value, off.model[key]), key
+    assert torch.get_float32_matmul_precision() in ("high", "highest")
+    assert torch.backends.mkldnn.matmul.fp32_precision == "none"  # oneDNN (CPU) untouched
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_tf32_changes_cuda_fp32_matmuls_and_no_tf32_restores_ieee():
+    from signray.training.precision import set_tf32
+
+    a = torch.randn(512, 512, device="cuda", dtype=torch.float64)
+    exact = (a @ a).float()
+    a32 = a.float()
+    try:
+        set_tf32(False)
+        ieee = (a32 @ a32 - exact).abs().max().item()
+        set_tf32(True)
+        tf32 = (a32 @ a32 - exact).abs().max().item()
+    finally:
+        set_tf32(True)
+    capable = torch.cuda.get_device_capability() >= (8, 0)
+    assert (tf32 > 10 * ieee) if capable else (tf32 == pytest.approx(ieee))

@@ -70,3 +70,32 @@ def test_two_workers_match_one_process_and_full_val_evaluation(tmp_path):
     again = evaluate_checkpoint(tmp_path / "two" / "SignTransformer_best.pt", val, batch_size=8)
     assert two_best.metrics["val_gloss_acc"] == pytest.approx(again["val_gloss_acc"])
     assert two_best.metrics["val_loss"] == pytest.approx(again["val_loss"], rel=1e-5)
+
+
+def test_a_worker_group_that_cannot_be_placed_fails_instead_of_waiting_forever(
+    ray_cluster, tmp_path, monkeypatch
+):
+    """Past the preflight (say another job took the CPUs), Ray Train v2 retries a worker group
+    start that times out without limit by default; the launcher bounds the retries."""
+    import threading
+
+    from signray.tuning.launcher import run_torch_trainer
+    from signray.tuning.resources import WORKER_GROUP_START_RETRIES
+    from signray.tuning.trial_data import TrialData
+
+    monkeypatch.setenv("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "2")  # each wait (default 60 s)
+    cfg = resolve_config({"smoke_test": True, "ray_workers": 2, "batch_size": 8})
+    outcome: dict = {}
+
+    def fit() -> None:
+        try:  # 2 workers x 2 CPUs on a 2-CPU cluster: the placement group is never ready
+            run_torch_trainer(cfg, TrialData("memory", None, None), storage_path=tmp_path,
+                              name="unplaceable", cpus_per_worker=2)  # fmt: skip
+        except Exception as err:  # noqa: BLE001  (what fit() raised is the result)
+            outcome["error"] = str(err)
+
+    thread = threading.Thread(target=fit, daemon=True)
+    thread.start()
+    thread.join(timeout=60 + 2 * (WORKER_GROUP_START_RETRIES + 1) * 10)
+    assert not thread.is_alive(), "Ray Train is still retrying the worker group start"
+    assert "worker group startup timed out" in outcome["error"]

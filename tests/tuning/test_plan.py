@@ -223,6 +223,17 @@ def test_gpus_without_cuda(tmp_path, capsys):
     assert "no CUDA GPU" in err
 
 
+def test_gpus_per_trial_implies_use_gpu_so_data_on_gpu_is_accepted(tmp_path):
+    """Trials given GPUs train on them; --data-on-gpu needs no --use-gpu next to the share."""
+    from signray.tuning.plan import plan_new
+
+    argv = ["--smoke-test", "--gpus-per-trial", "0.25", "--data-on-gpu", "--storage-path",
+            str(tmp_path), "--name", "x", "--address", "127.0.0.1:1"]  # fmt: skip
+    plan = plan_new(build_parser().parse_args(argv))  # a joined cluster: no local GPU check
+    assert plan.base.use_gpu and plan.base.data_on_gpu
+    assert plan.options.gpus_per_trial == 0.25
+
+
 def test_saved_state_round_trip(tmp_path, monkeypatch):
     """What a run saves for --resume rebuilds the same base config and options."""
     from signray.tuning.plan import plan_new, plan_resume

@@ -55,6 +55,9 @@ def test_each_shape_reserves_exactly_what_it_uses(workers, gpus, trial, worker):
         (4, 2.0, "Use --gpus-per-trial 4 (1 per worker)"),
         (1, 2.0, "Use --workers-per-trial 2 --gpus-per-trial 2"),
         (1, 1.5, "would reserve 1.5 GPUs and train on one"),
+        (2, 4.0, "gives each DDP worker 2 GPUs, but a worker trains on one GPU"),
+        (2, 4.0, "Use --gpus-per-trial 2 (one per worker), or --workers-per-trial 4"),
+        (4, 8.0, "each DDP worker 2 GPUs"),
     ],
 )
 def test_invalid_shapes_say_why_and_how_to_fix(workers, gpus, expected):
@@ -69,6 +72,8 @@ def test_the_launcher_refuses_a_fraction_of_a_gpu_per_ddp_worker():
     cfg = resolve_config({"ray_workers": 2, "use_gpu": True, "batch_size": 8})
     with pytest.raises(ConfigError, match="need whole GPUs"):
         scaling_config(cfg, gpus_per_worker=0.5)
+    with pytest.raises(ConfigError, match="the others would sit reserved and idle"):
+        scaling_config(cfg, gpus_per_worker=2)
 
 
 def test_trials_that_fit_count_whole_workers_per_node():
@@ -118,6 +123,7 @@ def no_ray(monkeypatch):
     [
         (["--workers-per-trial", 2, "--gpus-per-trial", 1], "gives each DDP worker 0.5 GPU"),
         (["--gpus-per-trial", 2], "would reserve 2 GPUs and train on one"),
+        (["--workers-per-trial", 2, "--gpus-per-trial", 4], "gives each DDP worker 2 GPUs"),
         # --use-gpu alone: one whole GPU per worker, never half (the machine has none here)
         (["--workers-per-trial", 2, "--use-gpu"], "2 workers x (0.5 CPU, 1 GPU)"),
     ],
