@@ -21,6 +21,8 @@ from signray.config import TrainConfig
 from signray.data import PackedSplit
 from signray.errors import ConfigError
 from signray.layout import METRIC, SAMPLES_ATTR, STEPS_ATTR
+from signray.training.augment import build_augmenter
+from signray.training.averaging import build_average
 from signray.training.checkpoint import Checkpoint
 from signray.training.device import (
     build_batches,
@@ -128,11 +130,15 @@ def train_loop(
     precision = resolve_precision(cfg.precision, device)
     scaler = precision.grad_scaler()
 
+    augment = build_augmenter(cfg, data.feature_dim)  # None: the clips as they are
     state = _Progress()
     resumed = reporter.resume_state()
     if resumed is not None:
         state = _restore(resumed, cfg, data.feature_dim, model, optimizer, scheduler, scaler)
         restore_rng_state(resumed.rng, device)
+    average = build_average(cfg, model)  # EMA/SWA weights, validated instead; None: off
+    if average is not None and resumed is not None:
+        average.load_state_dict(resumed.averaged)
 
     trained: nn.Module = model
     if world_size > 1:
@@ -168,9 +174,14 @@ def train_loop(
             grad_clip=cfg.grad_clip,
             epoch=epoch,
             progress=progress,
+            augment=augment,
+            average=average,
         )
+        if average is not None:
+            average.after_epoch(epoch)
         # Unwrapped model: DDP's forward would sync buffers, and ranks hold unequal val shards.
-        vm = evaluate(model, val_loader, device=device, weights=weights)  # fp32: see evaluate
+        validated = average.module if average is not None else model
+        vm = evaluate(validated, val_loader, device=device, weights=weights)  # fp32: see evaluate
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             scheduler.step(vm[METRIC])
         elif scheduler is not None:
@@ -210,6 +221,7 @@ def train_loop(
             dataclasses.replace(state, history=list(state.history)),
             precision=precision.name,
             device=device,
+            average=average,
         )
         reporter.report(metrics, snapshot, is_best=is_best)
     return LoopResult(
@@ -223,7 +235,17 @@ def train_loop(
 
 
 def _checkpoint(
-    cfg, input_dim, model, optimizer, scheduler, scaler, state: _Progress, *, precision, device
+    cfg,
+    input_dim,
+    model,
+    optimizer,
+    scheduler,
+    scaler,
+    state: _Progress,
+    *,
+    precision,
+    device,
+    average=None,
 ) -> Checkpoint:
     """The checkpoint of `state`; built only by the rank and epochs that save one."""
     return Checkpoint.for_config(
@@ -241,6 +263,7 @@ def _checkpoint(
         scaler=scaler.state_dict() if scaler is not None else None,
         rng=rng_state(device),
         precision=precision,
+        averaged=average.state_dict() if average is not None else None,
     )
 
 

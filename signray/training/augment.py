@@ -1,0 +1,282 @@
+"""Augmentation of training batches: the `aug_*` fields of `TrainConfig`, applied to a padded
+``(B, T, D)`` batch on the device the step runs on, with no Python loop over clips.
+
+What happens to each clip is decided on the host, from the CPU generator: which clips flip,
+speed factors, crops, dropped frames and parts, mixing partners and weights. Only per-value
+noise is drawn on the device, from the device's generator. Both are the run's own generators,
+seeded by `seed_everything` and saved in every checkpoint (`training.device.rng_state`), so a
+seeded run is reproducible and a resumed run continues identically. Lengths that change (time
+resampling, crop, frame drop) are computed from the host's lengths: a step never waits for the
+device. With every strength 0 no `Augmenter` is built and training is unchanged.
+
+Order: time (crop -> speed -> warp -> frame drop, one gather with linear interpolation) ->
+space (keypoint layouts: mirror, rotation, scale, shift about the body centre; part drop) ->
+feature drop -> noise -> mixup or cutmix (labels of both heads become class probabilities,
+which `steps.multitask_loss` takes as targets). Padding stays zero and missing keypoints
+(exactly (0, 0), see `signray.data.layouts`) stay missing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from signray.config import AUGMENTATIONS, TrainConfig
+from signray.data.layouts import KEYPOINT_LAYOUTS, KeypointLayout
+from signray.data.loader import Batch
+from signray.errors import ConfigError, Problem
+
+__all__ = ["Augmenter", "build_augmenter", "layout_problems"]
+
+
+def layout_problems(cfg: TrainConfig, feature_dim: int) -> list[Problem]:
+    """Whether data of `feature_dim` features per frame has `cfg`'s keypoint layout."""
+    if cfg.keypoint_layout is None:
+        return []
+    layout = KEYPOINT_LAYOUTS[cfg.keypoint_layout]
+    if feature_dim == layout.feature_dim:
+        return []
+    return [
+        Problem(
+            f"`keypoint_layout` {layout.name} has {layout.feature_dim} features per frame "
+            f"({layout.num_points} points x (x, y)), but the data has D={feature_dim}",
+            ["keypoint_layout"],
+        )
+    ]
+
+
+def build_augmenter(cfg: TrainConfig, feature_dim: int) -> Augmenter | None:
+    """The run's augmenter, or None when every augmentation is off."""
+    if problems := layout_problems(cfg, feature_dim):
+        raise ConfigError(problems)
+    if not any(getattr(cfg, name) for name in AUGMENTATIONS):
+        return None
+    return Augmenter(cfg)
+
+
+def _uniform(n: int, low: float, high: float) -> Tensor:
+    """(n,) float64 uniform in [low, high) from the CPU generator."""
+    return low + (high - low) * torch.rand(n, dtype=torch.float64)
+
+
+def _onehot(labels: Tensor, classes: int) -> Tensor:
+    if labels.is_floating_point():  # already probabilities
+        return labels
+    return F.one_hot(labels, classes).float()
+
+
+class Augmenter:
+    """Augments one training batch: ``augmenter(batch on the device, its lengths on the host)``."""
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.cfg = cfg
+        self.layout: KeypointLayout | None = (
+            KEYPOINT_LAYOUTS[cfg.keypoint_layout] if cfg.keypoint_layout else None
+        )
+        self.num_gloss, self.num_cat = cfg.num_gloss, cfg.num_cat
+
+    def __call__(self, batch: Batch, host_lengths: Tensor) -> Batch:
+        """`batch` on the step's device; `host_lengths` its (B,) lengths on the CPU."""
+        c = self.cfg
+        lengths = host_lengths if host_lengths.device.type == "cpu" else host_lengths.cpu()
+        x, dev_lengths = batch.x, batch.lengths
+        present = self._present(x) if self.layout is not None else None  # (B, T, P)
+        timeline = self._timeline(lengths)
+        if timeline is not None:
+            positions, lengths = timeline
+            x, present = _resample(x, batch.lengths, positions.to(x.device, non_blocking=True),
+                                   present)  # fmt: skip
+            dev_lengths = lengths.to(x.device, non_blocking=True)
+        valid = torch.arange(x.shape[1], device=x.device)[None, :] < dev_lengths[:, None]  # (B, T)
+        if self.layout is not None:
+            x, present = self._space(x, present, valid)
+        elif c.aug_feature_drop:
+            keep = torch.rand(x.shape[0], x.shape[2]) >= c.aug_feature_drop  # (B, D)
+            x = x * keep.to(x.device, non_blocking=True)[:, None, :]
+        if c.aug_noise:
+            x = x + c.aug_noise * torch.randn_like(x)
+        keep = valid[..., None] if present is None else (valid[..., None] & present)
+        if timeline is not None or c.aug_noise or self.layout is not None:
+            x = _zero_outside(x, keep, self.layout)
+        gloss, cat = batch.gloss, batch.cat
+        if c.aug_mixup or c.aug_cutmix:
+            x, gloss, cat = self._mix(x, lengths, dev_lengths, valid, gloss, cat)
+        return _replace(batch, x, dev_lengths, gloss, cat)
+
+    # --- time ------------------------------------------------------------------------------
+
+    def _timeline(self, lengths: Tensor) -> tuple[Tensor, Tensor] | None:
+        """(source position of every new frame (B, T') float32, new lengths (B,) int64), both on
+        the host, or None when no temporal augmentation is on."""
+        c = self.cfg
+        if not (c.aug_speed or c.aug_time_warp or c.aug_crop or c.aug_frame_drop):
+            return None
+        n_clips = len(lengths)
+        last = (lengths - 1).double()  # (B,) position of each clip's last frame
+        keep = _uniform(n_clips, 1 - c.aug_crop, 1.0) if c.aug_crop else torch.ones(n_clips)
+        span = keep.double() * last  # source positions the crop covers
+        start = torch.rand(n_clips, dtype=torch.float64) * (last - span)
+        speed = (
+            _uniform(n_clips, 1 - c.aug_speed, 1 + c.aug_speed)
+            if c.aug_speed
+            else torch.ones(n_clips, dtype=torch.float64)
+        )
+        new = torch.clamp(torch.round(keep * lengths / speed), min=1).long()  # (B,)
+        steps = torch.arange(int(new.max()), dtype=torch.float64)  # (T',)
+        u = torch.clamp(steps[None, :] / torch.clamp(new - 1, min=1)[:, None], max=1.0)  # (B, T')
+        if c.aug_time_warp:
+            # u + a sin(pi u) / pi: fixes both ends, and is increasing for |a| < 1
+            a = _uniform(n_clips, -c.aug_time_warp, c.aug_time_warp)
+            u = u + a[:, None] * torch.sin(math.pi * u) / math.pi
+        positions = start[:, None] + u * span[:, None]  # (B, T')
+        if c.aug_frame_drop:
+            positions, new = _drop_frames(positions, new, c.aug_frame_drop)
+        return positions.float(), new
+
+    # --- space (keypoint layouts) ----------------------------------------------------------
+
+    def _present(self, x: Tensor) -> Tensor:
+        """(B, T, P) bool: points that were detected (missing ones are exactly (0, 0))."""
+        B, T, _ = x.shape
+        return (x.reshape(B, T, self.layout.num_points, 2) != 0).any(-1)
+
+    def _space(self, x: Tensor, present: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
+        c, layout = self.cfg, self.layout
+        B, T, _ = x.shape
+        pts = x.reshape(B, T, layout.num_points, 2)  # (B, T, P, 2)
+        if c.aug_flip:
+            flip = (torch.rand(B) < c.aug_flip).to(x.device, non_blocking=True)  # (B,)
+            mirror = torch.tensor(layout.mirror, device=x.device)
+            pts = torch.where(flip[:, None, None, None], pts[:, :, mirror], pts)
+            present = torch.where(flip[:, None, None], present[:, :, mirror], present)
+        else:
+            flip = None
+        if c.aug_flip or c.aug_rotate or c.aug_scale or c.aug_shift:
+            matrix, shift = self._affine(B)
+            matrix, shift = (t.to(x.device, non_blocking=True) for t in (matrix, shift))
+            if flip is not None:  # mirror x about the centre: negate the first column
+                sign = torch.where(flip, -1.0, 1.0)
+                matrix = matrix * torch.stack([sign, torch.ones_like(sign)], -1)[:, None, :]
+            centre = self._centre(pts, present, valid)  # (B, 2)
+            moved = pts - centre[:, None, None, :]
+            pts = torch.einsum("btpk,bjk->btpj", moved, matrix) + (centre + shift)[:, None, None]
+        drop = torch.zeros(B, layout.num_points, dtype=torch.bool)  # (B, P)
+        if c.aug_part_drop:
+            parts = torch.rand(B, len(layout.parts)) < c.aug_part_drop
+            for i, points in enumerate(layout.parts.values()):
+                drop[:, points.start : points.stop] |= parts[:, i : i + 1]
+        if c.aug_feature_drop:
+            drop |= torch.rand(B, layout.num_points) < c.aug_feature_drop
+        if c.aug_part_drop or c.aug_feature_drop:
+            present = present & ~drop.to(x.device, non_blocking=True)[:, None, :]
+        return pts.reshape(B, T, -1), present
+
+    def _affine(self, n: int) -> tuple[Tensor, Tensor]:
+        """(B, 2, 2) rotation times scale, and (B, 2) shifts, float32 on the host."""
+        c = self.cfg
+        angle = _uniform(n, -c.aug_rotate, c.aug_rotate) * (math.pi / 180)
+        scale = _uniform(n, 1 - c.aug_scale, 1 + c.aug_scale)
+        cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
+        matrix = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)
+        shift = (2 * torch.rand(n, 2, dtype=torch.float64) - 1) * c.aug_shift
+        return matrix.float(), shift.float()
+
+    def _centre(self, pts: Tensor, present: Tensor, valid: Tensor) -> Tensor:
+        """(B, 2): each clip's mean shoulder midpoint over the frames that have both shoulders;
+        (0.5, 0.5), the image centre, for a clip that never has."""
+        a, b = self.layout.centre
+        ok = (present[:, :, a] & present[:, :, b] & valid).to(pts.dtype)  # (B, T)
+        mid = (pts[:, :, a] + pts[:, :, b]) / 2  # (B, T, 2)
+        count = ok.sum(1, keepdim=True)  # (B, 1)
+        centre = (mid * ok[..., None]).sum(1) / count.clamp(min=1)
+        return torch.where(count > 0, centre, torch.full_like(centre, 0.5))
+
+    # --- mixing ----------------------------------------------------------------------------
+
+    def _mix(self, x, lengths, dev_lengths, valid, gloss, cat):
+        """Mix each clip with a partner of the batch: mixup blends whole clips, cutmix replaces
+        a span; the partner is read at the same relative time (resampled to this clip's
+        length). Labels of both heads become the same mixture of one-hot vectors."""
+        c = self.cfg
+        n = x.shape[0]
+        cutmix = bool(c.aug_cutmix) and (not c.aug_mixup or bool(torch.rand(()) < 0.5))
+        alpha = c.aug_cutmix if cutmix else c.aug_mixup
+        weight = torch.distributions.Beta(alpha, alpha).sample((n,)).double()  # (B,) own share
+        partner = torch.randperm(n)
+        steps = torch.arange(x.shape[1])
+        source = (steps[None, :] * lengths[partner][:, None]) // lengths[:, None]  # (B, T)
+        source = torch.clamp(source, max=lengths[partner][:, None] - 1)
+        rows = (partner[:, None] * x.shape[1] + source).to(x.device, non_blocking=True)
+        other = x.reshape(-1, x.shape[2])[rows]  # (B, T, D)
+        if cutmix:
+            width = torch.round((1 - weight) * lengths).long()  # (B,) frames replaced
+            first = (torch.rand(n) * (lengths - width + 1)).long()
+            cut = (steps[None, :] >= first[:, None]) & (steps[None, :] < (first + width)[:, None])
+            weight = 1 - width.double() / lengths
+            cut = cut.to(x.device, non_blocking=True)
+            x = torch.where(cut[..., None] & valid[..., None], other, x)
+        else:
+            w = weight.float().to(x.device, non_blocking=True)[:, None, None]
+            x = torch.where(valid[..., None], w * x + (1 - w) * other, x)
+        w = weight.float().to(x.device, non_blocking=True)[:, None]
+        p = partner.to(x.device, non_blocking=True)
+        g, k = _onehot(gloss, self.num_gloss), _onehot(cat, self.num_cat)
+        return x, w * g + (1 - w) * g[p], w * k + (1 - w) * k[p]
+
+
+def _drop_frames(positions: Tensor, lengths: Tensor, p: float) -> tuple[Tensor, Tensor]:
+    """Drop each of a clip's frames with probability `p` (at least one stays): the kept
+    positions, in order, and the new lengths (host tensors)."""
+    n, t = positions.shape
+    steps = torch.arange(t)
+    valid = steps[None, :] < lengths[:, None]  # (B, T')
+    chance = torch.full((n,), p, dtype=torch.float64)
+    dropped = torch.clamp(torch.binomial(lengths.double(), chance), max=lengths - 1)
+    scores = torch.where(valid, torch.rand(n, t, dtype=torch.float64), math.inf)
+    rank = scores.argsort(1).argsort(1)  # a random order of each clip's frames
+    keep = valid & (rank >= dropped.long()[:, None])
+    order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)  # kept frames first
+    new = lengths - dropped.long()
+    return positions.gather(1, order)[:, : int(new.max())], new
+
+
+def _resample(
+    x: Tensor, lengths: Tensor, positions: Tensor, present: Tensor | None
+) -> tuple[Tensor, Tensor | None]:
+    """Frames at fractional `positions` (B, T') by linear interpolation between the two
+    neighbouring frames; a keypoint missing in either neighbour takes the nearer one's value."""
+    B, T, D = x.shape
+    low = positions.floor().long()  # (B, T')
+    high = torch.minimum(low + 1, (lengths - 1)[:, None])
+    frac = (positions - low)[..., None]  # (B, T', 1)
+    base = torch.arange(B, device=x.device)[:, None] * T
+    flat = x.reshape(B * T, D)
+    lo, hi = flat[base + low], flat[base + high]  # (B, T', D)
+    out = lo + frac * (hi - lo)
+    if present is None:
+        return out, None
+    P = present.shape[-1]
+    flat_p = present.reshape(B * T, P)
+    p_lo, p_hi = flat_p[base + low], flat_p[base + high]  # (B, T', P)
+    nearest = torch.where(frac >= 0.5, hi, lo).view(B, -1, P, 2)
+    both = (p_lo & p_hi)[..., None]
+    out = torch.where(both, out.view(B, -1, P, 2), nearest).reshape(B, -1, D)
+    return out, torch.where(frac >= 0.5, p_hi, p_lo)
+
+
+def _zero_outside(x: Tensor, keep: Tensor, layout: KeypointLayout | None) -> Tensor:
+    """Zero padding frames, and missing points with a layout. `keep` (B, T, 1) or (B, T, P)."""
+    if layout is None:
+        return torch.where(keep, x, 0.0)
+    B, T, _ = x.shape
+    pts = x.reshape(B, T, layout.num_points, 2)
+    return torch.where(keep[..., None], pts, 0.0).reshape(B, T, -1)
+
+
+def _replace(batch: Batch, x: Tensor, lengths: Tensor, gloss: Tensor, cat: Tensor) -> Batch:
+    """The augmented batch (the one place that rebuilds a `Batch` here)."""
+    return dataclasses.replace(batch, x=x, lengths=lengths, gloss=gloss, cat=cat)
