@@ -112,3 +112,16 @@ def test_format_2_checkpoints_load_without_precision_or_cuda_rng(tmp_path):
 def test_legacy_configs_with_amp_off_resolve_to_fp32():
     _, cfg, _ = model_from_checkpoint(LEGACY / "SignTransformer_best.pt")
     assert cfg.precision == "fp32" and cfg.amp is False
+
+
+def test_format_3_checkpoints_load_without_averaged_weights(tmp_path):
+    """Format 3 (before `averaged`, the EMA/SWA weights) loads; inference uses `model`."""
+    state = _checkpoint().to_dict()
+    state["format"] = 3
+    del state["averaged"]
+    torch.save(state, tmp_path / "v3.pt")
+    again = load_checkpoint(tmp_path / "v3.pt")
+    assert again.averaged is None and again.inference_weights is again.model
+    averaged = {"kind": "ema", "updates": 4, "model": {"w": torch.zeros(2)}}
+    save_checkpoint(_checkpoint(averaged=averaged), tmp_path / "v4.pt")
+    assert torch.equal(load_checkpoint(tmp_path / "v4.pt").inference_weights["w"], torch.zeros(2))
