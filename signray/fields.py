@@ -26,7 +26,16 @@ from typing import Any
 
 from signray.errors import Problem
 
-__all__ = ["FieldType", "coerce", "field_types", "flag", "help_of", "option", "parse_number"]
+__all__ = [
+    "FieldType",
+    "coerce",
+    "field_types",
+    "flag",
+    "help_of",
+    "option",
+    "parse_duration",
+    "parse_number",
+]
 
 _NUMBER_RE = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^[-+]?(inf|nan)$", re.I)
 _NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
@@ -74,6 +83,23 @@ def parse_number(value: Any) -> int | float | None:
         text = value.strip()
         return int(text) if re.fullmatch(r"[-+]?\d+", text) else float(text)
     return None
+
+
+_DURATION_RE = re.compile(r"^\s*(\d+\.?\d*|\.\d+)\s*([smhd]?)\s*$", re.I)
+_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: Any) -> float | None:
+    """Seconds in a duration such as ``2h``, ``30m``, ``90s``, ``1.5h`` or plain seconds
+    (``3600``); None for anything else (bools, negative or unitless text included)."""
+    if _is_bool(value):
+        return None
+    if isinstance(value, numbers.Real):
+        return float(value) if value >= 0 else None
+    match = _DURATION_RE.match(value) if isinstance(value, str) else None
+    if match is None:
+        return None
+    return float(match.group(1)) * _SECONDS[match.group(2).lower()]
 
 
 def coerce(name: str, value: Any, ftype: FieldType) -> tuple[Any, Problem | None]:
