@@ -100,7 +100,9 @@ class TrainConfig:
     )
     aug_crop: float = option(0.0, "random temporal crop: keep a span of [1-C, 1] of each clip")
     aug_frame_drop: float = option(0.0, "drop each frame with this probability (one stays)")
-    aug_noise: float = option(0.0, "std of Gaussian noise added to the frames (data units)")
+    aug_noise: float = option(
+        0.0, "Gaussian noise added to the frames: its std as a share of each feature's std"
+    )
     aug_feature_drop: float = option(
         0.0,
         "zero each feature (each point, with a keypoint layout) of a clip with this probability",

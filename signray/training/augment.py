@@ -49,13 +49,16 @@ def layout_problems(cfg: TrainConfig, feature_dim: int) -> list[Problem]:
     ]
 
 
-def build_augmenter(cfg: TrainConfig, feature_dim: int) -> Augmenter | None:
-    """The run's augmenter, or None when every augmentation is off."""
+def build_augmenter(
+    cfg: TrainConfig, feature_dim: int, feature_std: Tensor | None = None
+) -> Augmenter | None:
+    """The run's augmenter, or None when every augmentation is off. `feature_std` (D,): the
+    training frames' std per feature, the unit of `aug_noise` (default 1)."""
     if problems := layout_problems(cfg, feature_dim):
         raise ConfigError(problems)
     if not any(getattr(cfg, name) for name in AUGMENTATIONS):
         return None
-    return Augmenter(cfg)
+    return Augmenter(cfg, feature_std)
 
 
 def _uniform(n: int, low: float, high: float) -> Tensor:
@@ -72,8 +75,10 @@ def _onehot(labels: Tensor, classes: int) -> Tensor:
 class Augmenter:
     """Augments one training batch: ``augmenter(batch on the device, its lengths on the host)``."""
 
-    def __init__(self, cfg: TrainConfig) -> None:
+    def __init__(self, cfg: TrainConfig, feature_std: Tensor | None = None) -> None:
         self.cfg = cfg
+        # noise per feature: aug_noise x the feature's std (unitless across datasets)
+        self.noise = cfg.aug_noise * (feature_std.float() if feature_std is not None else 1.0)
         self.layout: KeypointLayout | None = (
             KEYPOINT_LAYOUTS[cfg.keypoint_layout] if cfg.keypoint_layout else None
         )
@@ -98,7 +103,7 @@ class Augmenter:
             keep = torch.rand(x.shape[0], x.shape[2]) >= c.aug_feature_drop  # (B, D)
             x = x * keep.to(x.device, non_blocking=True)[:, None, :]
         if c.aug_noise:
-            x = x + c.aug_noise * torch.randn_like(x)
+            x = x + self.noise * torch.randn_like(x)
         keep = valid[..., None] if present is None else (valid[..., None] & present)
         if timeline is not None or c.aug_noise or self.layout is not None:
             x = _zero_outside(x, keep, self.layout)

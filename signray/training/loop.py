@@ -130,12 +130,13 @@ def train_loop(
     precision = resolve_precision(cfg.precision, device)
     scaler = precision.grad_scaler()
 
-    augment = build_augmenter(cfg, data.feature_dim)  # None: the clips as they are
     state = _Progress()
     resumed = reporter.resume_state()
     if resumed is not None:
         state = _restore(resumed, cfg, data.feature_dim, model, optimizer, scheduler, scaler)
         restore_rng_state(resumed.rng, device)
+    # None: the clips as they are; noise is in units of the std the model normalises with
+    augment = build_augmenter(cfg, data.feature_dim, model.input_norm.std)
     average = build_average(cfg, model)  # EMA/SWA weights, validated instead; None: off
     if average is not None and resumed is not None:
         average.load_state_dict(resumed.averaged)
