@@ -192,3 +192,16 @@ def test_gpu_check_runs_end_to_end_on_the_cpu(tmp_path):
     assert results["runs"]["bf16"]["grad_scaler"] is None
     assert results["smoke"]["exit_code"] == 0 and results["smoke"]["trials"] == 4
     assert results["packing"]["packed_4"]["trials"] == 4 and _positive(results["packing"]["ratio"])
+
+
+@pytest.mark.slow
+def test_augmentation(tmp_path):
+    results = _run("augmentation", tmp_path, timeout=900)  # four tiny searches on Ray
+    for name in ("digits", "spoken_digits"):
+        r = results[name]
+        assert r["train_clips"] > 0 and r["feature_dim"] == (8 if name == "digits" else 13)
+        for variant in ("shipped", "augmented"):
+            run = r["per_seed"]["0"][variant]
+            assert run["exit_code"] == 0 and run["trials"] == 2
+            assert 0 <= run["best_val_gloss_acc"] <= 1 and _positive(run["wall_s"])
+        assert _positive(r["epoch_slowdown"])
