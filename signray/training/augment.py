@@ -83,6 +83,7 @@ class Augmenter:
             KEYPOINT_LAYOUTS[cfg.keypoint_layout] if cfg.keypoint_layout else None
         )
         self.num_gloss, self.num_cat = cfg.num_gloss, cfg.num_cat
+        self._mirror = torch.tensor(self.layout.mirror) if self.layout is not None else None
 
     def __call__(self, batch: Batch, host_lengths: Tensor) -> Batch:
         """`batch` on the step's device; `host_lengths` its (B,) lengths on the CPU."""
@@ -155,7 +156,9 @@ class Augmenter:
         pts = x.reshape(B, T, layout.num_points, 2)  # (B, T, P, 2)
         if c.aug_flip:
             flip = (torch.rand(B) < c.aug_flip).to(x.device, non_blocking=True)  # (B,)
-            mirror = torch.tensor(layout.mirror, device=x.device)
+            if self._mirror.device != x.device:  # moved once
+                self._mirror = self._mirror.to(x.device)
+            mirror = self._mirror
             pts = torch.where(flip[:, None, None, None], pts[:, :, mirror], pts)
             present = torch.where(flip[:, None, None], present[:, :, mirror], present)
         else:
@@ -210,7 +213,8 @@ class Augmenter:
         n = x.shape[0]
         cutmix = bool(c.aug_cutmix) and (not c.aug_mixup or bool(torch.rand(()) < 0.5))
         alpha = c.aug_cutmix if cutmix else c.aug_mixup
-        weight = torch.distributions.Beta(alpha, alpha).sample((n,)).double()  # (B,) own share
+        beta = torch.distributions.Beta(alpha, alpha, validate_args=False)
+        weight = beta.sample((n,)).double()  # (B,) each clip's own share
         partner = torch.randperm(n)
         steps = torch.arange(x.shape[1])
         source = (steps[None, :] * lengths[partner][:, None]) // lengths[:, None]  # (B, T)
@@ -234,18 +238,14 @@ class Augmenter:
 
 
 def _drop_frames(positions: Tensor, lengths: Tensor, p: float) -> tuple[Tensor, Tensor]:
-    """Drop each of a clip's frames with probability `p` (at least one stays): the kept
-    positions, in order, and the new lengths (host tensors)."""
+    """Drop each of a clip's frames with probability `p` (a clip that would lose them all
+    keeps its first): the kept positions, in order, and the new lengths (host tensors)."""
     n, t = positions.shape
-    steps = torch.arange(t)
-    valid = steps[None, :] < lengths[:, None]  # (B, T')
-    chance = torch.full((n,), p, dtype=torch.float64)
-    dropped = torch.clamp(torch.binomial(lengths.double(), chance), max=lengths - 1)
-    scores = torch.where(valid, torch.rand(n, t, dtype=torch.float64), math.inf)
-    rank = scores.argsort(1).argsort(1)  # a random order of each clip's frames
-    keep = valid & (rank >= dropped.long()[:, None])
+    valid = torch.arange(t)[None, :] < lengths[:, None]  # (B, T')
+    keep = valid & (torch.rand(n, t, dtype=torch.float64) >= p)
+    keep[:, 0] |= ~keep.any(1)
     order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)  # kept frames first
-    new = lengths - dropped.long()
+    new = keep.sum(1)
     return positions.gather(1, order)[:, : int(new.max())], new
 
 
