@@ -110,7 +110,7 @@ class Augmenter:
             x = _zero_outside(x, keep, self.layout)
         gloss, cat = batch.gloss, batch.cat
         if c.aug_mixup or c.aug_cutmix:
-            x, gloss, cat = self._mix(x, lengths, dev_lengths, valid, gloss, cat)
+            x, gloss, cat = self._mix(x, lengths, valid, gloss, cat)
         return _replace(batch, x, dev_lengths, gloss, cat)
 
     # --- time ------------------------------------------------------------------------------
@@ -205,7 +205,7 @@ class Augmenter:
 
     # --- mixing ----------------------------------------------------------------------------
 
-    def _mix(self, x, lengths, dev_lengths, valid, gloss, cat):
+    def _mix(self, x, lengths, valid, gloss, cat):
         """Mix each clip with a partner of the batch: mixup blends whole clips, cutmix replaces
         a span; the partner is read at the same relative time (resampled to this clip's
         length). Labels of both heads become the same mixture of one-hot vectors."""
