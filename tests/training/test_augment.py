@@ -213,3 +213,14 @@ def test_keypoint_augmentations_need_the_layout_and_its_width(tiny_features):
         build_augmenter(_cfg(aug_flip=0.5), 2048)
     with pytest.raises(ConfigError, match="`ema_decay` and `swa_epochs` both"):
         resolve_config({"ema_decay": 0.9, "swa_epochs": 2})
+
+
+def test_the_fsl78_layout_mirrors_mediapipe_pairs():
+    from signray.data.layouts import KeypointLayout
+
+    m = FSL78.mirror
+    assert m[0] == 0 and (m[11], m[12]) == (12, 11) and (m[23], m[24]) == (24, 23)  # pose
+    assert all(m[25 + i] == 46 + i for i in range(21))  # the hands swap point by point
+    assert (m[67], m[68], m[76], m[77]) == (67, 69, 76, 77)  # nose tip stays, eyes swap
+    with pytest.raises(ValueError, match="involution"):
+        KeypointLayout("bad", 3, (1, 2, 0), {}, (0, 1))
