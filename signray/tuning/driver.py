@@ -41,7 +41,8 @@ __all__ = ["SearchTime", "run_search"]
 
 @dataclass
 class SearchTime:
-    """The search's wall time so far (all its runs: --resume adds to it) and its budget."""
+    """The search's wall time so far (all its runs: --resume adds to it) and its budget, so a
+    resumed search knows whether its budget is spent (Tune itself resumes a budget's clock)."""
 
     budget_s: float | None
     seconds: float = 0.0
@@ -49,10 +50,6 @@ class SearchTime:
     @property
     def spent(self) -> bool:
         return self.budget_s is not None and self.seconds >= self.budget_s
-
-    @property
-    def left_s(self) -> float | None:
-        return None if self.budget_s is None else max(self.budget_s - self.seconds, 0.0)
 
     def add(self, seconds: float) -> SearchTime:
         self.seconds += seconds
@@ -172,8 +169,7 @@ def run_search(
         if not can_restore(plan.files):
             raise ConfigError([f"{plan.files.root} holds no Ray Tune state to resume from yet"])
         with quiet_missing_results():  # a trial that had not started has no results yet
-            tuner = restore_tuner(plan.files, setup, data, retry_errored=retry_errored,
-                                  time_budget_s=clock.left_s)  # fmt: skip
+            tuner = restore_tuner(plan.files, setup, data, retry_errored=retry_errored)
     else:
         tuner = build_tuner(
             plan.space if plan.searching else None, setup, data, o, budget=budget,

@@ -186,29 +186,19 @@ def can_restore(files: ExperimentFiles) -> bool:
 
 
 def restore_tuner(
-    files: ExperimentFiles,
-    setup: TrialSetup,
-    data: TrialData,
-    *,
-    retry_errored: bool = False,
-    time_budget_s: float | None = None,
+    files: ExperimentFiles, setup: TrialSetup, data: TrialData, *, retry_errored: bool = False
 ) -> tune.Tuner:
     """Continue an interrupted experiment: finished trials are kept, unfinished ones resume
     from their latest checkpoints. Errored trials keep their error (it may be deterministic: a
     NaN loss, a config that cannot be built) unless `retry_errored`: then they resume from their
-    latest checkpoints with their retries again. `time_budget_s`: what is left of the search's
-    time budget."""
+    latest checkpoints with their retries again. A time budget continues with what is left of
+    it (Tune restores its own budget clock)."""
     set_tune_environment()
     filesystem, path = filesystem_and_path(files.root)
-    tuner = tune.Tuner.restore(
+    return tune.Tuner.restore(
         path,
         trainable=make_trainable(setup, data),
         resume_unfinished=True,
         resume_errored=retry_errored,
         storage_filesystem=filesystem,
     )
-    if time_budget_s is not None:
-        # Ray 2.60 restores the TuneConfig saved with the experiment (its whole budget) and has
-        # no public way to change it on restore.
-        tuner._local_tuner._tune_config.time_budget_s = time_budget_s
-    return tuner
