@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -88,15 +89,14 @@ class Augmenter:
     def __call__(self, batch: Batch, host_lengths: Tensor) -> Batch:
         """`batch` on the step's device; `host_lengths` its (B,) lengths on the CPU."""
         c = self.cfg
-        lengths = host_lengths if host_lengths.device.type == "cpu" else host_lengths.cpu()
+        lengths = host_lengths.numpy(force=True)  # (B,) int64; a copy only if on the device
         x, dev_lengths = batch.x, batch.lengths
         present = self._present(x) if self.layout is not None else None  # (B, T, P)
         timeline = self._timeline(lengths)
         if timeline is not None:
             positions, lengths = timeline
-            x, present = _resample(x, batch.lengths, positions.to(x.device, non_blocking=True),
-                                   present)  # fmt: skip
-            dev_lengths = lengths.to(x.device, non_blocking=True)
+            x, present = _resample(x, batch.lengths, _to(positions, x.device), present)
+            dev_lengths = _to(lengths, x.device)
         valid = torch.arange(x.shape[1], device=x.device)[None, :] < dev_lengths[:, None]  # (B, T)
         if self.layout is not None:
             x, present = self._space(x, present, valid)
@@ -115,33 +115,29 @@ class Augmenter:
 
     # --- time ------------------------------------------------------------------------------
 
-    def _timeline(self, lengths: Tensor) -> tuple[Tensor, Tensor] | None:
-        """(source position of every new frame (B, T') float32, new lengths (B,) int64), both on
-        the host, or None when no temporal augmentation is on."""
+    def _timeline(self, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """(source position of every new frame (B, T') float32, new lengths (B,) int64), both
+        planned on the host (NumPy), or None when no temporal augmentation is on."""
         c = self.cfg
         if not (c.aug_speed or c.aug_time_warp or c.aug_crop or c.aug_frame_drop):
             return None
-        n_clips = len(lengths)
-        last = (lengths - 1).double()  # (B,) position of each clip's last frame
-        keep = _uniform(n_clips, 1 - c.aug_crop, 1.0) if c.aug_crop else torch.ones(n_clips)
-        span = keep.double() * last  # source positions the crop covers
-        start = torch.rand(n_clips, dtype=torch.float64) * (last - span)
-        speed = (
-            _uniform(n_clips, 1 - c.aug_speed, 1 + c.aug_speed)
-            if c.aug_speed
-            else torch.ones(n_clips, dtype=torch.float64)
-        )
-        new = torch.clamp(torch.round(keep * lengths / speed), min=1).long()  # (B,)
-        steps = torch.arange(int(new.max()), dtype=torch.float64)  # (T',)
-        u = torch.clamp(steps[None, :] / torch.clamp(new - 1, min=1)[:, None], max=1.0)  # (B, T')
+        r = _rand(4, len(lengths))  # crop, crop start, speed, warp
+        last = lengths - 1.0  # (B,) position of each clip's last frame
+        keep = 1 - c.aug_crop * r[0]  # share of the clip the crop keeps
+        span = keep * last  # source positions the crop covers
+        start = r[1] * (last - span)
+        speed = 1 + c.aug_speed * (2 * r[2] - 1)
+        new = np.maximum(np.rint(keep * lengths / speed), 1).astype(np.int64)  # (B,)
+        steps = np.arange(new.max())  # (T',)
+        u = np.minimum(steps[None, :] / np.maximum(new - 1, 1)[:, None], 1.0)  # (B, T')
         if c.aug_time_warp:
             # u + a sin(pi u) / pi: fixes both ends, and is increasing for |a| < 1
-            a = _uniform(n_clips, -c.aug_time_warp, c.aug_time_warp)
-            u = u + a[:, None] * torch.sin(math.pi * u) / math.pi
+            a = c.aug_time_warp * (2 * r[3] - 1)
+            u = u + a[:, None] * np.sin(np.pi * u) / np.pi
         positions = start[:, None] + u * span[:, None]  # (B, T')
         if c.aug_frame_drop:
             positions, new = _drop_frames(positions, new, c.aug_frame_drop)
-        return positions.float(), new
+        return positions.astype(np.float32), new
 
     # --- space (keypoint layouts) ----------------------------------------------------------
 
@@ -210,43 +206,51 @@ class Augmenter:
         a span; the partner is read at the same relative time (resampled to this clip's
         length). Labels of both heads become the same mixture of one-hot vectors."""
         c = self.cfg
-        n = x.shape[0]
-        cutmix = bool(c.aug_cutmix) and (not c.aug_mixup or bool(torch.rand(()) < 0.5))
+        n, t = x.shape[0], x.shape[1]
+        cutmix = bool(c.aug_cutmix) and (not c.aug_mixup or _rand(1, 1)[0, 0] < 0.5)
         alpha = c.aug_cutmix if cutmix else c.aug_mixup
         beta = torch.distributions.Beta(alpha, alpha, validate_args=False)
-        weight = beta.sample((n,)).double()  # (B,) each clip's own share
-        partner = torch.randperm(n)
-        steps = torch.arange(x.shape[1])
-        source = (steps[None, :] * lengths[partner][:, None]) // lengths[:, None]  # (B, T)
-        source = torch.clamp(source, max=lengths[partner][:, None] - 1)
-        rows = (partner[:, None] * x.shape[1] + source).to(x.device, non_blocking=True)
-        other = x.reshape(-1, x.shape[2])[rows]  # (B, T, D)
+        weight = beta.sample((n,)).double().numpy()  # (B,) each clip's own share
+        partner = torch.randperm(n).numpy()
+        steps = np.arange(t)
+        other_len = lengths[partner][:, None]
+        source = np.minimum(steps[None, :] * other_len // lengths[:, None], other_len - 1)
+        other = x.reshape(n * t, -1)[_to(partner[:, None] * t + source, x.device)]  # (B, T, D)
         if cutmix:
-            width = torch.round((1 - weight) * lengths).long()  # (B,) frames replaced
-            first = (torch.rand(n) * (lengths - width + 1)).long()
+            width = np.rint((1 - weight) * lengths).astype(np.int64)  # (B,) frames replaced
+            first = (_rand(1, n)[0] * (lengths - width + 1)).astype(np.int64)
             cut = (steps[None, :] >= first[:, None]) & (steps[None, :] < (first + width)[:, None])
-            weight = 1 - width.double() / lengths
-            cut = cut.to(x.device, non_blocking=True)
-            x = torch.where(cut[..., None] & valid[..., None], other, x)
+            weight = 1 - width / lengths
+            x = torch.where(_to(cut, x.device)[..., None] & valid[..., None], other, x)
         else:
-            w = weight.float().to(x.device, non_blocking=True)[:, None, None]
+            w = _to(weight.astype(np.float32), x.device)[:, None, None]
             x = torch.where(valid[..., None], w * x + (1 - w) * other, x)
-        w = weight.float().to(x.device, non_blocking=True)[:, None]
-        p = partner.to(x.device, non_blocking=True)
+        w = _to(weight.astype(np.float32), x.device)[:, None]
+        p = _to(partner, x.device)
         g, k = _onehot(gloss, self.num_gloss), _onehot(cat, self.num_cat)
         return x, w * g + (1 - w) * g[p], w * k + (1 - w) * k[p]
 
 
-def _drop_frames(positions: Tensor, lengths: Tensor, p: float) -> tuple[Tensor, Tensor]:
+def _rand(*shape: int) -> np.ndarray:
+    """Uniform [0, 1) float64 from torch's CPU generator (the run's, saved in checkpoints)."""
+    return torch.rand(*shape, dtype=torch.float64).numpy()
+
+
+def _to(array: np.ndarray, device: torch.device) -> Tensor:
+    """A host-planned array on the step's device (an asynchronous copy on CUDA)."""
+    return torch.from_numpy(array).to(device, non_blocking=True)
+
+
+def _drop_frames(positions: np.ndarray, lengths: np.ndarray, p: float):
     """Drop each of a clip's frames with probability `p` (a clip that would lose them all
-    keeps its first): the kept positions, in order, and the new lengths (host tensors)."""
+    keeps its first): the kept positions, in order, and the new lengths."""
     n, t = positions.shape
-    valid = torch.arange(t)[None, :] < lengths[:, None]  # (B, T')
-    keep = valid & (torch.rand(n, t, dtype=torch.float64) >= p)
+    valid = np.arange(t)[None, :] < lengths[:, None]  # (B, T')
+    keep = valid & (_rand(n, t) >= p)
     keep[:, 0] |= ~keep.any(1)
-    order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)  # kept frames first
+    order = np.argsort(~keep, axis=1, kind="stable")  # kept frames first, in order
     new = keep.sum(1)
-    return positions.gather(1, order)[:, : int(new.max())], new
+    return np.take_along_axis(positions, order, 1)[:, : new.max()], new
 
 
 def _resample(
