@@ -86,10 +86,11 @@ class Augmenter:
         self.num_gloss, self.num_cat = cfg.num_gloss, cfg.num_cat
         self._mirror = torch.tensor(self.layout.mirror) if self.layout is not None else None
 
-    def __call__(self, batch: Batch, host_lengths: Tensor) -> Batch:
-        """`batch` on the step's device; `host_lengths` its (B,) lengths on the CPU."""
+    def __call__(self, batch: Batch, host_lengths: Tensor | None = None) -> Batch:
+        """`batch` on the step's device; `host_lengths` its (B,) lengths on the CPU (default:
+        the batch's own `host_lengths` where the Batch carries them)."""
         c = self.cfg
-        lengths = host_lengths.numpy(force=True)  # (B,) int64; a copy only if on the device
+        lengths = _host_lengths(batch, host_lengths)
         x, dev_lengths = batch.x, batch.lengths
         present = self._present(x) if self.layout is not None else None  # (B, T, P)
         timeline = self._timeline(lengths)
@@ -111,7 +112,7 @@ class Augmenter:
         gloss, cat = batch.gloss, batch.cat
         if c.aug_mixup or c.aug_cutmix:
             x, gloss, cat = self._mix(x, lengths, valid, gloss, cat)
-        return _replace(batch, x, dev_lengths, gloss, cat)
+        return _replace(batch, x, dev_lengths, lengths, gloss, cat)
 
     # --- time ------------------------------------------------------------------------------
 
@@ -286,6 +287,21 @@ def _zero_outside(x: Tensor, keep: Tensor, layout: KeypointLayout | None) -> Ten
     return torch.where(keep[..., None], pts, 0.0).reshape(B, T, -1)
 
 
-def _replace(batch: Batch, x: Tensor, lengths: Tensor, gloss: Tensor, cat: Tensor) -> Batch:
-    """The augmented batch (the one place that rebuilds a `Batch` here)."""
-    return dataclasses.replace(batch, x=x, lengths=lengths, gloss=gloss, cat=cat)
+def _host_lengths(batch: Batch, given: Tensor | None) -> np.ndarray:
+    """The batch's lengths on the host: given, carried by the batch, or (one device sync) read
+    back from the device."""
+    lengths = given if given is not None else getattr(batch, "host_lengths", None)
+    if lengths is None:
+        lengths = batch.lengths
+    return lengths.numpy(force=True)  # a copy only from the device
+
+
+def _replace(
+    batch: Batch, x: Tensor, lengths: Tensor, host: np.ndarray, gloss: Tensor, cat: Tensor
+) -> Batch:
+    """The augmented batch (the one place that rebuilds a `Batch` here); a Batch that carries
+    its lengths on the host too gets the new ones there."""
+    changes = dict(x=x, lengths=lengths, gloss=gloss, cat=cat)
+    if any(f.name == "host_lengths" for f in dataclasses.fields(batch)):
+        changes["host_lengths"] = torch.from_numpy(host)
+    return dataclasses.replace(batch, **changes)

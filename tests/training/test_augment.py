@@ -224,3 +224,20 @@ def test_the_fsl78_layout_mirrors_mediapipe_pairs():
     assert (m[67], m[68], m[76], m[77]) == (67, 69, 76, 77)  # nose tip stays, eyes swap
     with pytest.raises(ValueError, match="involution"):
         KeypointLayout("bad", 3, (1, 2, 0), {}, (0, 1))
+
+
+def test_lengths_stay_known_on_the_host(tiny_keypoints):
+    """A batch that carries its lengths on the host gets the augmented ones there too, and the
+    augmenter reads them from there (no copy back from the device)."""
+
+    @dataclasses.dataclass
+    class HostBatch(Batch):
+        host_lengths: torch.Tensor | None = None
+
+    batch = _batch(tiny_keypoints)
+    carried = HostBatch(batch.x, batch.lengths, batch.gloss, batch.cat, batch.lengths.clone())
+    out = Augmenter(_cfg(aug_crop=0.5, aug_frame_drop=0.3))(carried)
+    assert out.host_lengths.device.type == "cpu"
+    assert torch.equal(out.host_lengths, out.lengths) and not torch.equal(
+        out.lengths, batch.lengths
+    )
