@@ -29,6 +29,7 @@ median epoch times (target <= 1.15).
 from __future__ import annotations
 
 import csv
+import os
 import statistics
 import tempfile
 import time
@@ -38,6 +39,9 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
+
+# Before Ray is imported (below): the clusters the searches start listen on 127.0.0.1 only.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 from benchmarks._common import base_parser, interleaved, median, target, write_result
 from benchmarks.precision_parity import digit_splits, digits_splits
