@@ -95,9 +95,9 @@ class Augmenter:
         present = self._present(x) if self.layout is not None else None  # (B, T, P)
         timeline = self._timeline(lengths)
         if timeline is not None:
-            positions, lengths = timeline
-            x, present = _resample(x, batch.lengths, _to(positions, x.device), present)
-            dev_lengths = _to(lengths, x.device)
+            positions, new = timeline
+            x, present = _resample(x, lengths, positions, present)
+            lengths, dev_lengths = new, _to(new, x.device)
         valid = torch.arange(x.shape[1], device=x.device)[None, :] < dev_lengths[:, None]  # (B, T)
         if self.layout is not None:
             x, present = self._space(x, present, valid)
@@ -117,7 +117,7 @@ class Augmenter:
     # --- time ------------------------------------------------------------------------------
 
     def _timeline(self, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-        """(source position of every new frame (B, T') float32, new lengths (B,) int64), both
+        """(source position of every new frame (B, T') float64, new lengths (B,) int64), both
         planned on the host (NumPy), or None when no temporal augmentation is on."""
         c = self.cfg
         if not (c.aug_speed or c.aug_time_warp or c.aug_crop or c.aug_frame_drop):
@@ -138,7 +138,7 @@ class Augmenter:
         positions = start[:, None] + u * span[:, None]  # (B, T')
         if c.aug_frame_drop:
             positions, new = _drop_frames(positions, new, c.aug_frame_drop)
-        return positions.astype(np.float32), new
+        return positions, new
 
     # --- space (keypoint layouts) ----------------------------------------------------------
 
@@ -255,23 +255,25 @@ def _drop_frames(positions: np.ndarray, lengths: np.ndarray, p: float):
 
 
 def _resample(
-    x: Tensor, lengths: Tensor, positions: Tensor, present: Tensor | None
+    x: Tensor, lengths: np.ndarray, positions: np.ndarray, present: Tensor | None
 ) -> tuple[Tensor, Tensor | None]:
     """Frames at fractional `positions` (B, T') by linear interpolation between the two
-    neighbouring frames; a keypoint missing in either neighbour takes the nearer one's value."""
+    neighbouring frames (the rows to read are found on the host); a keypoint missing in either
+    neighbour takes the nearer one's value."""
     B, T, D = x.shape
-    low = positions.floor().long()  # (B, T')
-    high = torch.minimum(low + 1, (lengths - 1)[:, None])
-    frac = (positions - low)[..., None]  # (B, T', 1)
-    base = torch.arange(B, device=x.device)[:, None] * T
+    low = np.floor(positions).astype(np.int64)  # (B, T')
+    high = np.minimum(low + 1, (lengths - 1)[:, None])
+    base = np.arange(B)[:, None] * T
+    rows = _to(np.stack([base + low, base + high]), x.device)  # (2, B, T') rows of (B*T, D)
+    frac = _to((positions - low).astype(np.float32)[..., None], x.device)  # (B, T', 1)
     flat = x.reshape(B * T, D)
-    lo, hi = flat[base + low], flat[base + high]  # (B, T', D)
-    out = lo + frac * (hi - lo)
+    lo, hi = flat[rows[0]], flat[rows[1]]  # (B, T', D)
+    out = torch.lerp(lo, hi, frac)
     if present is None:
         return out, None
     P = present.shape[-1]
     flat_p = present.reshape(B * T, P)
-    p_lo, p_hi = flat_p[base + low], flat_p[base + high]  # (B, T', P)
+    p_lo, p_hi = flat_p[rows[0]], flat_p[rows[1]]  # (B, T', P)
     nearest = torch.where(frac >= 0.5, hi, lo).view(B, -1, P, 2)
     both = (p_lo & p_hi)[..., None]
     out = torch.where(both, out.view(B, -1, P, 2), nearest).reshape(B, -1, D)
