@@ -23,7 +23,7 @@ augmentation off and on (`SLOWDOWN_AUG`), interleaved, one process and thread; t
 median epoch times (target <= 1.15).
 
     python -m benchmarks.augmentation [--seeds 0 1 2] [--trials 8] [--epochs 30]
-        [--train-per-class 16] [--tiny]
+        [--train-per-class 16] [--aug-fields aug_mixup ...] [--tiny]
 """
 
 from __future__ import annotations
@@ -106,10 +106,11 @@ def _dataset(
     return flags, splits
 
 
-def _spaces(folder: Path) -> dict[str, Path]:
-    """The shipped space, and the same plus `AUG_SPACE`."""
+def _spaces(folder: Path, fields: list[str]) -> dict[str, Path]:
+    """The shipped space, and the same plus `fields` of `AUG_SPACE`."""
     shipped = yaml.safe_load(SPACE.read_text())
-    augmented = {**shipped, "space": {**shipped["space"], **AUG_SPACE}}
+    added = {name: AUG_SPACE[name] for name in fields}
+    augmented = {**shipped, "space": {**shipped["space"], **added}}
     path = folder / "tx_augmented.yaml"
     path.write_text(yaml.safe_dump(augmented, sort_keys=False))
     return {"shipped": SPACE, "augmented": path}
@@ -150,6 +151,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--train-per-class", type=int, default=16,
                    help="training clips per digit (16, FSL-105's regime; 0: all)")  # fmt: skip
     p.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
+    p.add_argument("--aug-fields", nargs="+", default=list(AUG_SPACE), choices=list(AUG_SPACE),
+                   help="the fields added to the shipped space (default: all of AUG_SPACE)")  # fmt: skip
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     seeds = args.seeds or ([0] if args.tiny else [0, 1, 2])
@@ -161,7 +164,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     targets = []
     with tempfile.TemporaryDirectory(prefix="signray-augmentation-") as tmp:
         root = Path(tmp)
-        spaces = _spaces(root)
+        spaces = _spaces(root, args.aug_fields)
         for name in args.datasets:
             flags, splits = _dataset(name, root / "data", args.tiny, per_class)
             common = [*flags, "--epochs", str(epochs), "--num-samples", str(trials),
