@@ -151,8 +151,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--train-per-class", type=int, default=16,
                    help="training clips per digit (16, FSL-105's regime; 0: all)")  # fmt: skip
     p.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
-    p.add_argument("--aug-fields", nargs="+", default=list(AUG_SPACE), choices=list(AUG_SPACE),
-                   help="the fields added to the shipped space (default: all of AUG_SPACE)")  # fmt: skip
+    p.add_argument(
+        "--aug-fields",
+        nargs="+",
+        default=list(AUG_SPACE),
+        choices=list(AUG_SPACE),
+        help="the fields added to the shipped space (default: all of AUG_SPACE)",
+    )
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     seeds = args.seeds or ([0] if args.tiny else [0, 1, 2])
