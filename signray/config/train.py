@@ -94,7 +94,11 @@ class TrainConfig:
         "hand, face); needed by the keypoint augmentations (flip, rotate, scale, shift, "
         "part drop)",
     )
-    aug_speed: float = option(0.0, "time resampling: each clip plays at a speed in [1-S, 1+S]")
+    aug_speed: float = option(
+        0.0,
+        "time resampling: each clip plays at a speed in [1-S, 1+S] (no longer than the "
+        "longest clip of its batch)",
+    )
     aug_time_warp: float = option(
         0.0, "smooth monotone time warp; its strength in [0, 0.9] (frames move by up to ~S/3)"
     )

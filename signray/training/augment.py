@@ -128,7 +128,10 @@ class Augmenter:
         span = keep * last  # source positions the crop covers
         start = r[1] * (last - span)
         speed = 1 + c.aug_speed * (2 * r[2] - 1)
-        new = np.maximum(np.rint(keep * lengths / speed), 1).astype(np.int64)  # (B,)
+        new = np.rint(keep * lengths / speed).astype(np.int64)  # (B,)
+        # Never longer than the batch's longest clip: a slowed-down clip costs no padding, and
+        # a batch sized to fit the device's memory still fits.
+        new = np.clip(new, 1, lengths.max())
         steps = np.arange(new.max())  # (T',)
         u = np.minimum(steps[None, :] / np.maximum(new - 1, 1)[:, None], 1.0)  # (B, T')
         if c.aug_time_warp:

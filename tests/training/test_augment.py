@@ -74,6 +74,7 @@ def test_each_augmentation_keeps_shapes_labels_and_padding(name, tiny_keypoints)
     assert _padding_is_zero(out)
     if name in TIME:
         assert not torch.equal(out.lengths, batch.lengths) or name == "aug_time_warp"
+        assert out.x.shape[1] <= T  # never longer than the batch was
     else:
         assert torch.equal(out.lengths, batch.lengths)
     if name in MIX:
