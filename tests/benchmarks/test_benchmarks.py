@@ -205,3 +205,6 @@ def test_augmentation(tmp_path):
             assert run["exit_code"] == 0 and run["trials"] == 2
             assert 0 <= run["best_val_gloss_acc"] <= 1 and _positive(run["wall_s"])
         assert _positive(r["epoch_slowdown"])
+        fixed = r["fixed_point"]
+        assert set(fixed) == {"off", "mixup", "noise+warp", "speed+crop", "feature_drop", "ema"}
+        assert all(0 <= v["mean"] <= 1 and len(v["paired_diffs"]) == 1 for v in fixed.values())
