@@ -4,21 +4,15 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
+from rayhelpers import Driver, wait_until
 
 from signray.layout import ExperimentFiles
 from signray.tuning.driver import SearchTime
-from signray.tuning.retention import CHECKPOINT_PERIOD_ENV
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_search_time_adds_up_across_runs(tmp_path):
@@ -72,34 +66,25 @@ def test_a_search_stops_at_its_budget_exports_its_best_and_resumes(ray_cluster, 
 @pytest.mark.slow
 def test_an_interrupted_budgeted_search_resumes_with_what_is_left(ray_cluster, tmp_path):
     budget = 60
-    args = ["--smoke-test", "--num-samples", 100, "--epochs", 30, "--time-budget", budget,
-            "--storage-path", tmp_path, "--name", "left", "--address", ray_cluster]  # fmt: skip
-    cmd = [sys.executable, "-m", "signray.tune", *map(str, args)]
-    env = {**os.environ, CHECKPOINT_PERIOD_ENV: "1"}
+    common = ["--storage-path", tmp_path, "--name", "left", "--address", ray_cluster]
     files = ExperimentFiles(tmp_path / "left")
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env=env)  # fmt: skip
+    driver = Driver("--smoke-test", "--num-samples", 100, "--epochs", 30,
+                    "--time-budget", budget, *common)  # fmt: skip
     try:
-        deadline = time.time() + 240
-        while not list(files.root.glob("trial_*/result.json")):  # the search is under way
-            assert proc.poll() is None and time.time() < deadline, proc.communicate()[0][-3000:]
-            time.sleep(0.5)
+        wait_until(lambda: list(files.root.glob("trial_*/result.json")), 240,
+                   "the first trial's results", driver)  # fmt: skip
         time.sleep(20)  # well into the budget
-        proc.send_signal(signal.SIGINT)  # Ctrl-C
-        out, _ = proc.communicate(timeout=120)
+        driver.proc.send_signal(signal.SIGINT)  # Ctrl-C
+        assert driver.wait(120) == 130, driver.tail()
     finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 130, out[-3000:]
+        driver.kill()
     first = json.loads(files.time_spent.read_text())["seconds"]
     assert 0 < first < budget
-    resume = [sys.executable, "-m", "signray.tune", "--resume", "--storage-path", str(tmp_path),
-              "--name", "left", "--address", ray_cluster]  # fmt: skip
-    resumed = subprocess.run(resume, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    assert f"time budget {budget} spent" in resumed.stdout
+    resumed = Driver("--resume", *common)
+    assert resumed.wait(600) == 0, resumed.tail()
+    assert f"time budget {budget} spent" in resumed.output
     # the resumed search ran for what was left (about budget - first), not the whole budget
-    second = float(re.search(r"; wall time ([0-9.]+)s", resumed.stdout).group(1))
+    second = float(re.search(r"; wall time ([0-9.]+)s", resumed.output).group(1))
     assert budget - first <= second < budget - 10, (first, second)
     assert json.loads(files.time_spent.read_text())["seconds"] >= budget
     assert files.best_checkpoint("SignTransformer").is_file()
