@@ -34,7 +34,7 @@ from signray.data import PackedSplit, synthetic_splits
 from signray.training.loop import train_loop
 from signray.training.precision import cpu_has_native_bf16
 
-__all__ = ["DATASETS", "digits_splits", "main"]
+__all__ = ["DATASETS", "digit_splits", "digits_splits", "main"]
 
 # name -> (model, epochs, tiny epochs)
 DATASETS = {
@@ -49,19 +49,34 @@ SYNTH_TINY = dict(num_gloss=6, num_cat=2, train_per_gloss=4, val_per_gloss=2, di
 TINY_ARCH = {"d_model": 32, "n_heads": 4, "depth": 1, "ff_dim": 64, "head_hidden": 32}
 
 
-def digits_splits(tiny: bool = False) -> tuple[PackedSplit, PackedSplit]:
+def digits_splits(
+    tiny: bool = False, train_per_class: int | None = None
+) -> tuple[PackedSplit, PackedSplit]:
     """scikit-learn's digits as (8 frames x 8 pixels) sequences; a stratified 80/20 split."""
     from sklearn.datasets import load_digits
 
     digits = load_digits()
     images = (digits.images / 16.0).astype(np.float32)  # (N, 8, 8) in [0, 1]
-    labels = digits.target.astype(np.int64)
+    return digit_splits(list(images), digits.target, "d", tiny, train_per_class)
+
+
+def digit_splits(
+    clips: list[np.ndarray],
+    labels: np.ndarray,
+    prefix: str,
+    tiny: bool = False,
+    train_per_class: int | None = None,
+) -> tuple[PackedSplit, PackedSplit]:
+    """(train, val) of digit sequences: gloss = the digit, category = its parity; a fixed
+    stratified 80/20 split (every 10th clip of each with `tiny`), of which the first
+    `train_per_class` training clips of each digit are kept (all by default)."""
+    labels = np.asarray(labels, dtype=np.int64)
     rng = np.random.default_rng(0)
     train_idx, val_idx = [], []
     for digit in range(10):
         idx = rng.permutation(np.flatnonzero(labels == digit))
         cut = int(round(0.8 * len(idx)))
-        train_idx += list(idx[:cut])
+        train_idx += list(idx[:cut][:train_per_class])
         val_idx += list(idx[cut:])
     if tiny:
         train_idx, val_idx = train_idx[::10], val_idx[::10]
@@ -69,7 +84,7 @@ def digits_splits(tiny: bool = False) -> tuple[PackedSplit, PackedSplit]:
     for idx in (sorted(train_idx), sorted(val_idx)):
         splits.append(
             PackedSplit.from_clips(
-                [images[i] for i in idx], labels[idx], labels[idx] % 2, [f"d{i}" for i in idx]
+                [clips[i] for i in idx], labels[idx], labels[idx] % 2, [f"{prefix}{i}" for i in idx]
             )
         )
     return splits[0], splits[1]

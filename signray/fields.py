@@ -34,6 +34,7 @@ __all__ = [
     "flag",
     "help_of",
     "option",
+    "parse_duration",
     "parse_number",
 ]
 
@@ -83,6 +84,23 @@ def parse_number(value: Any) -> int | float | None:
         text = value.strip()
         return int(text) if re.fullmatch(r"[-+]?\d+", text) else float(text)
     return None
+
+
+_DURATION_RE = re.compile(r"^\s*(\d+\.?\d*|\.\d+)\s*([smhd]?)\s*$", re.I)
+_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: Any) -> float | None:
+    """Seconds in a duration such as ``2h``, ``30m``, ``90s``, ``1.5h`` or plain seconds
+    (``3600``); None for anything else (bools, negative or unitless text included)."""
+    if _is_bool(value):
+        return None
+    if isinstance(value, numbers.Real):
+        return float(value) if value >= 0 else None
+    match = _DURATION_RE.match(value) if isinstance(value, str) else None
+    if match is None:
+        return None
+    return float(match.group(1)) * _SECONDS[match.group(2).lower()]
 
 
 def coerce(name: str, value: Any, ftype: FieldType) -> tuple[Any, Problem | None]:

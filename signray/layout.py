@@ -150,6 +150,8 @@ class ExperimentFiles:
     OPTUNA_DB = "optuna.db"
     PARETO_CSV = "pareto.csv"
     MLRUNS_DIR = "mlruns"
+    # The search's wall time so far and its --time-budget, so that --resume gets what is left.
+    TIME_SPENT = "time_spent.json"
     # Folder the best config retrains into (`signray.train --config best_config.yaml`).
     RETRAIN_DIR = "retrain"
     # Sub-folders that are not Tune trial folders.
@@ -169,6 +171,7 @@ class ExperimentFiles:
     pareto_csv = _in_folder(PARETO_CSV, "the Pareto front's trials (several --objectives)")
     mlruns = _in_folder(MLRUNS_DIR, "the MLflow store (--mlflow)")
     retrain = _in_folder(RETRAIN_DIR, "best_config.yaml's output_dir")
+    time_spent = _in_folder(TIME_SPENT, "seconds the search has run, against its --time-budget")
 
     @property
     def name(self) -> str:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from signray.errors import ConfigError, Problem
-from signray.fields import coerce_fields, flag, option
+from signray.fields import coerce_fields, flag, option, parse_duration
 from signray.layout import LATENCY_METRIC, METRIC, MODE, PARAMS_METRIC
 
 __all__ = [
@@ -119,6 +119,12 @@ class SearchOptions:
     mlflow: bool = option(
         False, "also log every trial to EXPERIMENT/mlruns (needs signray[mlflow])"
     )
+    time_budget: str | None = option(
+        None,
+        "wall time of the whole search (2h, 30m, 90s or seconds; Tune's time_budget_s): then "
+        "running trials stop, no new one starts, and the best so far is exported as at a "
+        "normal end; a --resume of an interrupted search gets what is left",
+    )
     single_run: bool = option(False, "run exactly one trial of the config (no search space needed)")
 
     @classmethod
@@ -134,6 +140,11 @@ class SearchOptions:
 
     def as_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @property
+    def time_budget_s(self) -> float | None:
+        """`time_budget` in seconds (None: no budget)."""
+        return None if self.time_budget is None else parse_duration(self.time_budget)
 
     @property
     def objective_names(self) -> list[str]:
@@ -195,6 +206,12 @@ class SearchOptions:
                 f"`--grace-period` must be <= --epochs (the scheduler's max_t), but got "
                 f"grace_period={self.grace_period}, epochs={epochs}",
                 "grace_period",
+            )
+        if self.time_budget is not None and not (self.time_budget_s or 0) > 0:
+            add(
+                "`--time-budget` must be a positive duration such as 2h, 30m, 90s or 3600 "
+                f"(seconds), but got {self.time_budget!r}",
+                "time_budget",
             )
         if self.optuna_storage is not None and "://" not in self.optuna_storage:
             add(

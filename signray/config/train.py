@@ -13,12 +13,15 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from signray.data.layouts import KEYPOINT_LAYOUTS
 from signray.errors import ConfigError, Problem
 from signray.fields import coerce, field_types, option
 from signray.models import arch_fields, build_model, get_model_spec, list_models, make_arch
 
 __all__ = [
+    "AUGMENTATIONS",
     "DATA_MODES",
+    "KEYPOINT_AUGMENTATIONS",
     "PRECISIONS",
     "SCHEDULERS",
     "TRAIN_FIELDS",
@@ -88,6 +91,52 @@ class TrainConfig:
     warmup_epochs: int = option(0, "linear warmup epochs before cosine decay")
     early_stop: int | None = option(
         None, "stop after this many epochs without val gloss acc improvement (0 = off)"
+    )
+    # augmentation of training batches (signray.training.augment); 0 = off
+    keypoint_layout: str | None = option(
+        None,
+        "what each frame's features are: fsl78 (78 points x (x, y): pose, left hand, right "
+        "hand, face); needed by the keypoint augmentations (flip, rotate, scale, shift, "
+        "part drop)",
+    )
+    aug_speed: float = option(
+        0.0,
+        "time resampling: each clip plays at a speed in [1-S, 1+S] (no longer than the "
+        "longest clip of its batch)",
+    )
+    aug_time_warp: float = option(
+        0.0, "smooth monotone time warp; its strength in [0, 0.9] (frames move by up to ~S/3)"
+    )
+    aug_crop: float = option(0.0, "random temporal crop: keep a span of [1-C, 1] of each clip")
+    aug_frame_drop: float = option(0.0, "drop each frame with this probability (one stays)")
+    aug_noise: float = option(
+        0.0, "Gaussian noise added to the frames: its std as a share of each feature's std"
+    )
+    aug_feature_drop: float = option(
+        0.0,
+        "zero each feature (each point, with a keypoint layout) of a clip with this probability",
+    )
+    aug_mixup: float = option(
+        0.0, "mixup: alpha of the Beta(alpha, alpha) weight mixing clip pairs and both labels"
+    )
+    aug_cutmix: float = option(
+        0.0, "cutmix in time: alpha of the Beta weight; a span of a clip comes from another"
+    )
+    aug_flip: float = option(
+        0.0, "probability of a horizontal mirror that swaps the hands (keypoint layout)"
+    )
+    aug_rotate: float = option(0.0, "rotation in the image plane: up to this many degrees")
+    aug_scale: float = option(0.0, "scale about the body centre by a factor in [1-S, 1+S]")
+    aug_shift: float = option(0.0, "shift in the image plane by up to this much per axis")
+    aug_part_drop: float = option(
+        0.0, "probability that each hand, and the face, is missing from a whole clip"
+    )
+    # weight averaging
+    ema_decay: float = option(
+        0.0, "exponential moving average of the weights (e.g. 0.999), validated and saved"
+    )
+    swa_epochs: int = option(
+        0, "stochastic weight averaging over the last N epochs, validated and saved (0 = off)"
     )
     # runtime
     output_dir: str = option(
@@ -201,11 +250,69 @@ class TrainConfig:
                 "prefetch_factor",
                 "num_workers",
             )
+        p.extend(self._augmentation_problems())
         if self.model in list_models():
             try:
                 make_arch(self.model, self.arch)
             except ConfigError as err:
                 p.extend(err.problems)
+        return p
+
+    def _augmentation_problems(self) -> list[Problem]:
+        """Ranges of the augmentation and averaging fields, and what they need."""
+        p: list[Problem] = []
+        for name, low, high, closed in _AUG_RANGES:
+            value = getattr(self, name)
+            inside = low <= value <= high if closed else low <= value < high
+            if not (inside and math.isfinite(value)):
+                bracket = "]" if closed else ")"
+                p.append(
+                    Problem(
+                        f"`{name}` must be in [{low:g}, {high:g}{bracket}, but got {name}={value}",
+                        [name],
+                    )
+                )
+        if self.keypoint_layout is not None and self.keypoint_layout not in KEYPOINT_LAYOUTS:
+            p.append(
+                Problem(
+                    f"`keypoint_layout` must be one of {', '.join(KEYPOINT_LAYOUTS)} or unset, "
+                    f"but got {self.keypoint_layout!r}",
+                    ["keypoint_layout"],
+                )
+            )
+        keypoint_augs = [n for n in KEYPOINT_AUGMENTATIONS if getattr(self, n)]
+        if keypoint_augs and self.keypoint_layout is None:
+            p.append(
+                Problem(
+                    f"{', '.join(f'`{n}`' for n in keypoint_augs)} need(s) `keypoint_layout` "
+                    "(e.g. --keypoint-layout fsl78): which features are which body points",
+                    [*keypoint_augs, "keypoint_layout"],
+                )
+            )
+        if self.keypoint_layout is not None and self.model in list_models():
+            if self.spec.input_kind != "keypoints":
+                p.append(
+                    Problem(
+                        f"`keypoint_layout` describes keypoints, but model {self.model!r} reads "
+                        f"{self.spec.input_kind}",
+                        ["keypoint_layout", "model"],
+                    )
+                )
+        if self.ema_decay and self.swa_epochs:
+            p.append(
+                Problem(
+                    "`ema_decay` and `swa_epochs` both average the weights: set one of them",
+                    ["ema_decay", "swa_epochs"],
+                )
+            )
+        if self.swa_epochs < 0 or self.swa_epochs > self.epochs >= 1:
+            p.append(
+                Problem(
+                    f"`swa_epochs` must be in [0, epochs], but got swa_epochs={self.swa_epochs}, "
+                    f"epochs={self.epochs}",
+                    ["swa_epochs", "epochs"],
+                )
+            )
         return p
 
     def validate(self) -> TrainConfig:
@@ -228,6 +335,28 @@ class TrainConfig:
             num_cat=self.num_cat,
         )
 
+
+# (field, low, high, high included): the ranges of the augmentation and averaging strengths.
+_AUG_RANGES = (
+    ("aug_speed", 0.0, 0.5, True),
+    ("aug_time_warp", 0.0, 0.9, True),
+    ("aug_crop", 0.0, 0.9, True),
+    ("aug_frame_drop", 0.0, 0.9, True),
+    ("aug_noise", 0.0, math.inf, False),
+    ("aug_feature_drop", 0.0, 1.0, False),
+    ("aug_mixup", 0.0, math.inf, False),
+    ("aug_cutmix", 0.0, math.inf, False),
+    ("aug_flip", 0.0, 1.0, True),
+    ("aug_rotate", 0.0, 180.0, True),
+    ("aug_scale", 0.0, 0.9, True),
+    ("aug_shift", 0.0, math.inf, False),
+    ("aug_part_drop", 0.0, 1.0, True),
+    ("ema_decay", 0.0, 1.0, False),
+)
+# Augmentations that move or remove body points: they need `keypoint_layout`.
+KEYPOINT_AUGMENTATIONS = ("aug_flip", "aug_rotate", "aug_scale", "aug_shift", "aug_part_drop")
+# Every augmentation strength (0 = off): all 0 trains on the clips as they are.
+AUGMENTATIONS = tuple(name for name, *_ in _AUG_RANGES if name.startswith("aug_"))
 
 # For these, 0 is the familiar way to say "off" on a command line.
 _ZERO_MEANS_OFF = ("grad_clip", "early_stop")

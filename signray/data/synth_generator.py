@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from signray.data.layouts import FSL78
 from signray.data.packed import PackedSplit
 from signray.errors import ConfigError
 from signray.fields import option
@@ -32,10 +33,10 @@ __all__ = [
     "synthetic_splits",
 ]
 
-NUM_POINTS = 78
-KEYPOINT_DIM = 2 * NUM_POINTS
+NUM_POINTS = FSL78.num_points  # the reference's layout: pose, left hand, right hand, face
+KEYPOINT_DIM = FSL78.feature_dim
 _HARMONICS = 4
-_POSE, _LEFT, _RIGHT, _FACE = range(25), range(25, 46), range(46, 67), range(67, 78)
+_LEFT, _RIGHT, _FACE = (FSL78.parts[p] for p in ("left_hand", "right_hand", "face"))
 
 
 @dataclass(frozen=True)

@@ -38,11 +38,16 @@ class TransformerConfig(ArchConfig):
     dropout: float = option(0.1, "dropout probability")
     head_hidden: int = option(128, "hidden width of the gloss and category heads")
     pool: str = option("mean", "how frames become one vector: mean or max over the valid frames")
+    drop_path: float = option(
+        0.0,
+        "stochastic depth: each clip skips a block's residual branches with a probability "
+        "rising linearly to this at the last block (training only)",
+    )
 
     @classmethod
     def rule_problems(cls, v: Mapping[str, Any]) -> list[Problem]:
         problems = positive_int_problems(v, "d_model", "n_heads", "depth", "ff_dim", "head_hidden")
-        problems += dropout_problems(v)
+        problems += dropout_problems(v) + dropout_problems(v, "drop_path")
         if v["d_model"] > 0 and v["n_heads"] > 0 and v["d_model"] % v["n_heads"]:
             problems.append(
                 Problem(
@@ -87,10 +92,13 @@ class _EncoderBlock(nn.Module):
     batches differently from unpadded ones.
     """
 
-    def __init__(self, d_model: int, n_heads: int, ff_dim: int, dropout: float) -> None:
+    def __init__(
+        self, d_model: int, n_heads: int, ff_dim: int, dropout: float, drop_path: float = 0.0
+    ) -> None:
         super().__init__()
         self.n_heads = n_heads
         self.dropout = dropout
+        self.drop_path = drop_path
         self.norm1 = nn.LayerNorm(d_model)
         self.qkv = nn.Linear(d_model, 3 * d_model)
         self.proj = nn.Linear(d_model, d_model)
@@ -111,8 +119,16 @@ class _EncoderBlock(nn.Module):
         attn = F.scaled_dot_product_attention(
             q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
         )  # (B, H, T, D/H)
-        x = x + self.drop(self.proj(attn.transpose(1, 2).reshape(B, T, D)))  # (B, T, D)
-        return x + self.drop(self.ff(self.norm2(x)))
+        x = x + self._skip(self.drop(self.proj(attn.transpose(1, 2).reshape(B, T, D))))
+        return x + self._skip(self.drop(self.ff(self.norm2(x))))  # (B, T, D)
+
+    def _skip(self, branch: Tensor) -> Tensor:
+        """Stochastic depth: the whole branch of a clip is dropped (identity when off)."""
+        if not (self.training and self.drop_path):
+            return branch
+        from torchvision.ops import stochastic_depth  # ~1 s to import: only when used
+
+        return stochastic_depth(branch, self.drop_path, "row", self.training)
 
 
 def _head(d_model: int, hidden: int, out: int, dropout: float) -> nn.Sequential:
@@ -130,7 +146,10 @@ class SignTransformer(SignModel):
         self.input_proj = nn.Linear(input_dim, c.d_model)
         self.input_drop = nn.Dropout(c.dropout)
         self.blocks = nn.ModuleList(
-            _EncoderBlock(c.d_model, c.n_heads, c.ff_dim, c.dropout) for _ in range(c.depth)
+            _EncoderBlock(
+                c.d_model, c.n_heads, c.ff_dim, c.dropout, c.drop_path * (i + 1) / c.depth
+            )
+            for i in range(c.depth)
         )
         self.norm = nn.LayerNorm(c.d_model)
         self.gloss_head = _head(c.d_model, c.head_hidden, num_gloss, c.dropout)

@@ -4,8 +4,8 @@ safe loading, and rebuilding a model from a checkpoint file.
 Files are written with `signray.io.atomic_write` (a kill leaves the old file or the new one) and
 read with ``torch.load(weights_only=True)``: a crafted pickle is refused, never run. Either may be
 a local path or an object-store URI (``s3://bucket/runs/x/SignTransformer_best.pt``). Format 1
-(written before the restructure, with ``rng_torch``) and format 2 (before `precision` and the
-CUDA generator state) still load.
+(written before the restructure, with ``rng_torch``), format 2 (before `precision` and the
+CUDA generator state) and format 3 (before `averaged`, the EMA/SWA weights) still load.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ __all__ = [
     "save_checkpoint",
 ]
 
-CHECKPOINT_FORMAT = 3
-_READABLE_FORMATS = (1, 2, 3)
+CHECKPOINT_FORMAT = 4
+_READABLE_FORMATS = (1, 2, 3, 4)
 
 
 @dataclass
@@ -59,10 +59,20 @@ class Checkpoint:
     # "torch": the CPU generator state; "cuda": the GPU's, when trained on one
     rng: dict[str, Any] = field(default_factory=dict)
     precision: str | None = None  # what training computed in (fp32, bf16, fp16); None: unknown
+    # EMA/SWA of the weights (`training.averaging`): {"kind", "updates", "model"}; None: none
+    averaged: dict[str, Any] | None = None
 
     @classmethod
     def for_config(cls, cfg: TrainConfig, input_dim: int, **fields: Any) -> Checkpoint:
         return cls(cfg.model, cfg.spec.class_name, input_dim, config_to_flat(cfg), **fields)
+
+    @property
+    def inference_weights(self) -> dict[str, torch.Tensor]:
+        """The weights this checkpoint's metrics were validated with: the EMA/SWA average once
+        it has been updated, else the trained weights."""
+        if self.averaged and self.averaged.get("updates"):
+            return self.averaged["model"]
+        return self.model
 
     @property
     def train_config(self) -> TrainConfig:
@@ -153,5 +163,5 @@ def model_from_checkpoint(
     ckpt = load_checkpoint(path, map_location)
     cfg = ckpt.train_config
     model = cfg.build_model(ckpt.input_dim)
-    model.load_checkpoint_state_dict(ckpt.model)
+    model.load_checkpoint_state_dict(ckpt.inference_weights)
     return model.to(map_location).eval(), cfg, ckpt

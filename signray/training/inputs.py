@@ -21,6 +21,7 @@ from signray.data.splits import load_split_indexed
 from signray.data.streaming import ShardStream
 from signray.errors import ConfigError, DataError
 from signray.storage import RemotePath, as_location, explain_error
+from signray.training.augment import layout_problems
 
 __all__ = [
     "MEMORY_SHARE",
@@ -172,6 +173,8 @@ def _both(cfg: TrainConfig, read) -> list:
             [f"train clips have D={dims[0]} features per frame but val clips have D={dims[1]}; "
              "both splits must use the same layout"]
         )  # fmt: skip
+    if problems := layout_problems(cfg, dims[0]):  # --keypoint-layout against the data
+        raise ConfigError(problems)
     return results
 
 

@@ -21,6 +21,8 @@ from signray.config import TrainConfig
 from signray.data import PackedSplit
 from signray.errors import ConfigError
 from signray.layout import METRIC, SAMPLES_ATTR, STEPS_ATTR
+from signray.training.augment import build_augmenter
+from signray.training.averaging import build_average
 from signray.training.checkpoint import Checkpoint
 from signray.training.device import (
     build_batches,
@@ -136,6 +138,11 @@ def train_loop(
     if resumed is not None:
         state = _restore(resumed, cfg, data.feature_dim, model, optimizer, scheduler, scaler)
         restore_rng_state(resumed.rng, device, rank)
+    # None: the clips as they are; noise is in units of the std the model normalises with
+    augment = build_augmenter(cfg, data.feature_dim, model.input_norm.std)
+    average = build_average(cfg, model)  # EMA/SWA weights, validated instead; None: off
+    if average is not None and resumed is not None:
+        average.load_state_dict(resumed.averaged)
 
     trained: nn.Module = model
     if world_size > 1:
@@ -171,9 +178,14 @@ def train_loop(
             grad_clip=cfg.grad_clip,
             epoch=epoch,
             progress=progress,
+            augment=augment,
+            average=average,
         )
+        if average is not None:
+            average.after_epoch(epoch)
         # Unwrapped model: DDP's forward would sync buffers, and ranks hold unequal val shards.
-        vm = evaluate(model, val_loader, device=device, weights=weights)  # fp32: see evaluate
+        validated = average.module if average is not None else model
+        vm = evaluate(validated, val_loader, device=device, weights=weights)  # fp32: see evaluate
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             scheduler.step(vm[METRIC])
         elif scheduler is not None:
@@ -213,6 +225,7 @@ def train_loop(
             dataclasses.replace(state, history=list(state.history)),
             precision=precision.name,
             rng=rng_state(device),  # every rank's (a collective), though rank 0 saves it
+            average=average,
         )
         reporter.report(metrics, snapshot, is_best=is_best)
     return LoopResult(
@@ -239,7 +252,17 @@ def compile_model(model: nn.Module) -> nn.Module:
 
 
 def _checkpoint(
-    cfg, input_dim, model, optimizer, scheduler, scaler, state: _Progress, *, precision, rng
+    cfg,
+    input_dim,
+    model,
+    optimizer,
+    scheduler,
+    scaler,
+    state: _Progress,
+    *,
+    precision,
+    rng,
+    average=None,
 ) -> Checkpoint:
     """The checkpoint of `state`; built only by the rank and epochs that save one."""
     return Checkpoint.for_config(
@@ -257,6 +280,7 @@ def _checkpoint(
         scaler=scaler.state_dict() if scaler is not None else None,
         rng=rng,
         precision=precision,
+        averaged=average.state_dict() if average is not None else None,
     )
 
 

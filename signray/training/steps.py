@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from signray.errors import NonFiniteLossError
+from signray.training.augment import Augmenter
+from signray.training.averaging import WeightAverage
 from signray.training.metrics import ClassificationMetrics, all_reduce_sum
 from signray.training.precision import FP32, Precision
 
@@ -53,7 +55,11 @@ def multitask_loss(
     weights: LossWeights,
     reduction: str = "mean",
 ) -> torch.Tensor:
-    """alpha * CE(gloss) + beta * CE(category)."""
+    """alpha * CE(gloss) + beta * CE(category).
+
+    Targets are class ids (B,) or, from mixup/cutmix (`training.augment`), class probabilities
+    (B, classes); cross-entropy takes either, label smoothing included.
+    """
     ls = weights.label_smoothing
     g = F.cross_entropy(gloss_logits.float(), gloss, label_smoothing=ls, reduction=reduction)
     c = F.cross_entropy(cat_logits.float(), cat, label_smoothing=ls, reduction=reduction)
@@ -100,10 +106,13 @@ def train_one_epoch(
     grad_clip: float | None = None,
     epoch: int = 0,
     progress: ProgressFn | None = None,
+    augment: Augmenter | None = None,
+    average: WeightAverage | None = None,
 ) -> dict[str, float]:
     """Train for one pass over `loader`; raises NonFiniteLossError instead of reporting NaN.
 
     `progress`, when given, wraps the batches (a progress bar); it sees every batch, nothing else.
+    `augment` changes each training batch on the device; `average` (EMA) follows every step.
     """
     model.train()
     totals = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, samples, frames
@@ -112,6 +121,8 @@ def train_one_epoch(
     batches = progress(loader, epoch) if progress is not None else loader
     for step, batch in enumerate(batches):
         batch = batch.to(device, non_blocking=True)
+        if augment is not None:
+            batch = augment(batch)  # new lengths on the device and the host alike
         with precision.autocast():
             gloss_logits, cat_logits = model(batch.x, batch.lengths, batch.host_lengths)
         loss = multitask_loss(gloss_logits, cat_logits, batch.gloss, batch.cat, weights)
@@ -131,6 +142,8 @@ def train_one_epoch(
             scaler.update()
         else:
             optimizer.step()
+        if average is not None:
+            average.after_step()
         n = len(batch)
         totals[0] += loss.detach().double() * n
         totals[1] += n

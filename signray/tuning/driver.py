@@ -4,16 +4,20 @@ checkpoint and draw the report."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import sys
 import threading
 import time
+from dataclasses import dataclass
 
 import ray
 
 from signray.analysis.pareto import format_front, write_pareto
 from signray.analysis.report import write_report
 from signray.errors import ConfigError
-from signray.layout import Status
+from signray.io import read_text, write_text
+from signray.layout import ExperimentFiles, Status
 from signray.storage import RemotePath
 from signray.training.inputs import check_inputs
 from signray.tuning.cluster import init_ray
@@ -32,7 +36,35 @@ from signray.tuning.trial import TrialSetup
 from signray.tuning.trial_data import evaluate_best, prepare_trial_data
 from signray.tuning.tuner import build_tuner, can_restore, restore_tuner, set_tune_environment
 
-__all__ = ["run_search"]
+__all__ = ["SearchTime", "run_search"]
+
+
+@dataclass
+class SearchTime:
+    """The search's wall time so far (all its runs: --resume adds to it) and its budget, so a
+    resumed search knows whether its budget is spent (Tune itself resumes a budget's clock)."""
+
+    budget_s: float | None
+    seconds: float = 0.0
+
+    @property
+    def spent(self) -> bool:
+        return self.budget_s is not None and self.seconds >= self.budget_s
+
+    def add(self, seconds: float) -> SearchTime:
+        self.seconds += seconds
+        return self
+
+    def save(self, files: ExperimentFiles) -> None:
+        write_text(files.time_spent, json.dumps(dataclasses.asdict(self)) + "\n")
+
+    @classmethod
+    def load(cls, files: ExperimentFiles, budget_s: float | None) -> SearchTime:
+        """The time an experiment has run so far (0 before its first save)."""
+        clock = cls(budget_s)
+        if files.time_spent.is_file():
+            clock.seconds = float(json.loads(read_text(files.time_spent))["seconds"])
+        return clock
 
 
 def _check_study(plan: TunePlan) -> tuple | None:
@@ -123,6 +155,7 @@ def run_search(
         worker_failures=o.worker_failures,
         cost_metrics=tuple(o.metrics[1:]),
     ).with_runtime()
+    clock = SearchTime.load(plan.files, o.time_budget_s)  # a new search has no time yet
     if plan.resumed:
         if not can_restore(plan.files):
             raise ConfigError([f"{plan.files.root} holds no Ray Tune state to resume from yet"])
@@ -135,11 +168,18 @@ def run_search(
         )  # fmt: skip
     start = time.perf_counter()
     try:
-        with quiet_missing_results():
-            tuner.fit()
+        if clock.spent:
+            print(f"the search has spent its --time-budget {o.time_budget}: nothing left to "
+                  "run (to search on, start a new search with --warm-start "
+                  f"{plan.files.root})", flush=True)  # fmt: skip
+        else:
+            with quiet_missing_results():
+                tuner.fit()
     except KeyboardInterrupt:  # a second Ctrl-C skips Tune's final save
+        clock.add(time.perf_counter() - start).save(plan.files)
         print(f"\ninterrupted; continue with:\n  {resume_command}", flush=True)
         return 130
+    clock.add(time.perf_counter() - start).save(plan.files)
     report = write_outputs(
         plan.files.root, base=setup.base, wall_time_s=time.perf_counter() - start
     )
@@ -156,7 +196,13 @@ def run_search(
     print(f"report: {write_report(report.experiment)}", flush=True)
     stopping.join()
     expected = 1 if o.single_run else o.num_samples
+    ok = 0 if report.count(Status.ERROR) < len(report.trials) else 1
+    if clock.spent:
+        print(f"\ntime budget {o.time_budget} spent ({clock.seconds:.0f} s of search): the "
+              "trials still running were stopped and the rest not started; the best so far is "
+              "exported above", flush=True)  # fmt: skip
+        return ok
     if report.count(Status.UNFINISHED) or len(report.trials) < expected:
         print(f"\nthe search was interrupted; continue it with:\n  {resume_command}", flush=True)
         return 130
-    return 0 if report.count(Status.ERROR) < len(report.trials) else 1
+    return ok

@@ -13,6 +13,7 @@ size, so every trial is judged after the same amount of data.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -37,6 +38,7 @@ __all__ = [
     "MIN_GRACE_STEPS",
     "Budget",
     "build_scheduler",
+    "keep_inside_space",
     "pbt_mutations",
     "scheduler_budget",
     "tune_domain",
@@ -181,9 +183,29 @@ def tune_domain(dist: BaseDistribution):
 
 def pbt_mutations(space: SearchSpace) -> dict:
     """What PBT may perturb: every searched field except the architecture (a checkpoint's
-    weights only fit the architecture they were trained with)."""
+    weights only fit the architecture they were trained with). Augmentation strengths are
+    training fields: a population with them searched learns an augmentation schedule
+    (Population Based Augmentation, Ho et al. 2019)."""
     fixed_shape = set(arch_fields(space.model))
     return {n: tune_domain(d) for n, d in space.params.items() if n not in fixed_shape}
+
+
+def keep_inside_space(config: dict, *, space: SearchSpace) -> dict:
+    """PBT's explore step with every numeric value put back inside its distribution.
+
+    Ray's PBT multiplies a continuous value by 0.8 or 1.2 with no bounds: an augmentation
+    strength or a label smoothing would leave its range and fail the trial's config. Values are
+    clipped to [low, high] and rounded to the distribution's step.
+    """
+    for name, dist in space.params.items():
+        if name not in config or not isinstance(dist, (FloatDistribution, IntDistribution)):
+            continue
+        value = min(max(config[name], dist.low), dist.high)
+        if dist.step is not None:
+            value = dist.low + round((value - dist.low) / dist.step) * dist.step
+            value = min(value, dist.high)
+        config[name] = int(round(value)) if isinstance(dist, IntDistribution) else float(value)
+    return config
 
 
 def build_scheduler(
@@ -219,6 +241,7 @@ def build_scheduler(
     return tune.schedulers.PopulationBasedTraining(
         perturbation_interval=budget.interval,
         hyperparam_mutations=mutations,
+        custom_explore_fn=functools.partial(keep_inside_space, space=space),
         synch=False,
         **common,
     )

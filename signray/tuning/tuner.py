@@ -32,7 +32,9 @@ __all__ = ["build_tuner", "can_restore", "restore_tuner", "set_tune_environment"
 REPORT_EVERY_S = 15.0
 
 
-def _progress_reporter(params: list[str]):
+def _progress_reporter(params: list[str], *, sort: bool = True):
+    """The trial table. `sort` by the metric: not with a time budget, whose stop leaves pending
+    trials TERMINATED without a metric, which Ray 2.60's sort cannot compare (TypeError)."""
     from ray.tune import CLIReporter
 
     return CLIReporter(
@@ -45,7 +47,7 @@ def _progress_reporter(params: list[str]):
         },
         parameter_columns=params,
         max_report_frequency=REPORT_EVERY_S,
-        sort_by_metric=True,  # metric and mode come from the TuneConfig
+        sort_by_metric=sort,  # metric and mode come from the TuneConfig
     )
 
 
@@ -82,7 +84,7 @@ def _run_config(
             checkpoint_score_order=MODE,
         ),
         failure_config=tune.FailureConfig(max_failures=opts.max_failures),
-        progress_reporter=_progress_reporter(params),
+        progress_reporter=_progress_reporter(params, sort=opts.time_budget is None),
         callbacks=[
             *tracking_callbacks(files.root, mlflow=opts.mlflow),
             KeepBestCheckpoints(files.root, max(opts.keep_checkpoints, 4 if pbt else 1)),
@@ -129,7 +131,8 @@ def build_tuner(
     # #37605, #39157; /work/notes measured a hang), so its trials get their own processes.
     reuse = setup.workers == 1 and not (searching and opts.trial_scheduler == "hyperband")
     common = dict(metric=METRIC, mode=MODE, trial_name_creator=_trial_name,
-                  trial_dirname_creator=_trial_name, reuse_actors=reuse)  # fmt: skip
+                  trial_dirname_creator=_trial_name, reuse_actors=reuse,
+                  time_budget_s=opts.time_budget_s)  # fmt: skip
     param_space = None
     if searching and opts.trial_scheduler == "pbt":
         # PBT explores by itself (no Optuna): it samples the population from the space and
@@ -188,7 +191,8 @@ def restore_tuner(
     """Continue an interrupted experiment: finished trials are kept, unfinished ones resume
     from their latest checkpoints. Errored trials keep their error (it may be deterministic: a
     NaN loss, a config that cannot be built) unless `retry_errored`: then they resume from their
-    latest checkpoints with their retries again."""
+    latest checkpoints with their retries again. A time budget continues with what is left of
+    it (Tune restores its own budget clock)."""
     set_tune_environment()
     filesystem, path = filesystem_and_path(files.root)
     return tune.Tuner.restore(

@@ -262,3 +262,21 @@ def test_extract(tmp_path):
     for name in ("reference", "ray_kp_1", "ray_kp_2", "reference_features", "ray_features"):
         assert results[name]["frames"] == 16 and _positive(results[name]["frames_per_s"]), name
     assert _positive(results["ratios"]["kp_2_workers_over_1"])
+
+    assert results["packing"]["packed_4"]["trials"] == 4 and _positive(results["packing"]["ratio"])
+
+
+@pytest.mark.slow
+def test_augmentation(tmp_path):
+    results = _run("augmentation", tmp_path, timeout=900)  # four tiny searches on Ray
+    for name in ("digits", "spoken_digits"):
+        r = results[name]
+        assert r["train_clips"] > 0 and r["feature_dim"] == (8 if name == "digits" else 13)
+        for variant in ("shipped", "augmented"):
+            run = r["per_seed"]["0"][variant]
+            assert run["exit_code"] == 0 and run["trials"] == 2
+            assert 0 <= run["best_val_gloss_acc"] <= 1 and _positive(run["wall_s"])
+        assert _positive(r["epoch_slowdown"])
+        fixed = r["fixed_point"]
+        assert set(fixed) == {"off", "mixup", "noise+warp", "speed+crop", "feature_drop", "ema"}
+        assert all(0 <= v["mean"] <= 1 and len(v["paired_diffs"]) == 1 for v in fixed.values())

@@ -39,12 +39,14 @@ def test_every_shipped_space_loads_and_every_sample_builds(path):
     model = yaml.safe_load(path.read_text())["model"]
     space = load_search_space(path, model)
     required = {"lr", "weight_decay", "depth", "dropout", "batch_size"}
+    if path.name == "tx_pba.yaml":  # PBT: a fixed architecture, augmentation strengths searched
+        required = {"lr", "aug_flip", "aug_rotate", "aug_speed", "aug_part_drop"}
     assert required <= set(space.params)
     assert space.points_to_evaluate, "ship a known-good point"
+    base = space.apply_fixed(TrainConfig(model=model))
     for point in space.points_to_evaluate:
         assert set(point) == set(space.params)
-        resolve_config(point, TrainConfig(model=model))
-    base = space.apply_fixed(TrainConfig(model=model))
+        resolve_config(point, base)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     for _ in range(200):  # anything the space samples is a buildable config
         resolve_config(study.ask(dict(space.params)).params, base)

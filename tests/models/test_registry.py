@@ -77,6 +77,7 @@ def test_arch_fields() -> None:
         "dropout",
         "head_hidden",
         "pool",
+        "drop_path",
     ]
     assert fields["d_model"].default == 256
     assert "bidirectional" in arch_fields("iv3_gru")

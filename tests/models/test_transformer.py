@@ -87,3 +87,25 @@ def test_checkpoint_state_dict_round_trips() -> None:
     del sd["norm.weight"]
     with pytest.raises(RuntimeError, match="missing keys \\['norm.weight'\\]"):
         fresh.load_checkpoint_state_dict(sd)
+
+
+def test_stochastic_depth_drops_whole_branches_in_training_only() -> None:
+    x, lengths = torch.randn(16, 10, 6), torch.full((16,), 10)
+    torch.manual_seed(0)
+    off = SignTransformer(6, 5, 3, TransformerConfig(d_model=16, n_heads=2, depth=2, ff_dim=32,
+                                                     dropout=0.0))  # fmt: skip
+    on = SignTransformer(6, 5, 3, TransformerConfig(d_model=16, n_heads=2, depth=2, ff_dim=32,
+                                                    dropout=0.0, drop_path=0.5))  # fmt: skip
+    on.load_state_dict(off.state_dict())  # no new parameters
+    off.train(), on.train()
+    state = torch.get_rng_state()
+    a = off(x, lengths)[0]
+    assert torch.equal(torch.get_rng_state(), state)  # off: no random draw at all
+    assert torch.equal(a, off.eval()(x, lengths)[0])
+    assert torch.equal(on.eval()(x, lengths)[0], a)  # evaluation never drops
+    on.train()
+    b, c = on(x, lengths)[0], on(x, lengths)[0]
+    assert not torch.equal(b, c)
+    same = (b == a).all(1)  # clips whose every branch happened to be kept
+    assert not same.all()
+    assert [blk.drop_path for blk in on.blocks] == [0.25, 0.5]

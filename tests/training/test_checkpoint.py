@@ -124,3 +124,16 @@ def test_to_dict_shares_the_tensors_instead_of_copying_them():
     assert saved["optimizer"]["state"][0]["exp_avg"] is moments["state"][0]["exp_avg"]
     assert saved["rng"]["torch"].data_ptr() == ckpt.rng["torch"].data_ptr()
     assert saved["format"] == CHECKPOINT_FORMAT and saved["epoch"] == ckpt.epoch
+
+
+def test_format_3_checkpoints_load_without_averaged_weights(tmp_path):
+    """Format 3 (before `averaged`, the EMA/SWA weights) loads; inference uses `model`."""
+    state = _checkpoint().to_dict()
+    state["format"] = 3
+    del state["averaged"]
+    torch.save(state, tmp_path / "v3.pt")
+    again = load_checkpoint(tmp_path / "v3.pt")
+    assert again.averaged is None and again.inference_weights is again.model
+    averaged = {"kind": "ema", "updates": 4, "model": {"w": torch.zeros(2)}}
+    save_checkpoint(_checkpoint(averaged=averaged), tmp_path / "v4.pt")
+    assert torch.equal(load_checkpoint(tmp_path / "v4.pt").inference_weights["w"], torch.zeros(2))

@@ -354,3 +354,10 @@ def test_smoke_test_grace_period_follows_the_budget_unit(tmp_path):
     samples = options("--budget-unit", "samples")  # the smoke grace (1 epoch) does not apply
     assert (samples.budget_unit, samples.grace_period) == ("samples", None)
     assert samples.optuna_storage == f"sqlite:///{tmp_path / 'x' / 'optuna.db'}"
+
+
+@pytest.mark.parametrize("budget", ["2x", "-5", "0", "soon"])
+def test_time_budget_must_be_a_positive_duration(tmp_path, capsys, budget):
+    err = _fail(capsys, "--smoke-test", "--time-budget", budget, "--storage-path", tmp_path)
+    assert "`--time-budget` must be a positive duration such as 2h, 30m, 90s or 3600" in err
+    assert repr(budget) in err

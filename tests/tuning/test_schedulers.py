@@ -107,3 +107,25 @@ def test_pbt_perturbs_training_fields_not_the_architecture():
 def test_grace_shorter_than_one_epoch_is_refused():
     with pytest.raises(ConfigError, match=r"less than one epoch \(50 samples\).*>= 50"):
         scheduler_budget(SearchOptions(grace_period=20), _base(), None, n_train=50)
+
+
+def test_pbt_keeps_perturbed_augmentation_strengths_inside_the_space():
+    space = _space(
+        {
+            "lr": {"distribution": "loguniform", "low": 1e-4, "high": 1e-2},
+            "aug_noise": {"distribution": "uniform", "low": 0.0, "high": 0.02},
+            "aug_speed": {"distribution": "quniform", "low": 0.0, "high": 0.3, "q": 0.1},
+            "label_smoothing": {"distribution": "uniform", "low": 0.0, "high": 0.2},
+        }
+    )
+    assert sorted(pbt_mutations(space)) == ["aug_noise", "aug_speed", "label_smoothing", "lr"]
+    opts = SearchOptions(trial_scheduler="pbt")
+    pbt = build_scheduler(opts, scheduler_budget(opts, _base(), space, n_train=50), space=space)
+    # what Ray's explore step does to a value at the top of its range: * 1.2
+    perturbed = {"lr": 1e-2 * 1.2, "aug_noise": 0.02 * 1.2, "aug_speed": 0.3 * 1.2,
+                 "label_smoothing": 0.2 * 0.8, "batch_size": 16}  # fmt: skip
+    kept = pbt._custom_explore_fn(dict(perturbed))
+    assert kept["lr"] == 1e-2 and kept["aug_noise"] == 0.02
+    assert kept["aug_speed"] == pytest.approx(0.3) and kept["label_smoothing"] == 0.2 * 0.8
+    assert kept["batch_size"] == 16  # not searched: untouched
+    resolve_config({k: v for k, v in kept.items()})  # a valid config
