@@ -104,13 +104,17 @@ def add_output_dir_flag(
 
 
 def add_cluster_flags(parser: argparse.ArgumentParser) -> None:
-    """``--address``, ``--dashboard-host``, ``--dashboard-port`` (train and tune)."""
+    """``--address``, ``--dashboard/--no-dashboard``, ``--dashboard-host``, ``--dashboard-port``
+    (train and tune)."""
     c = parser.add_argument_group("cluster")
     c.add_argument(
         "--address",
         default=None,
         help="join a running Ray cluster (auto|HOST:PORT); default: start one here",
     )
+    c.add_argument("--dashboard", action=argparse.BooleanOptionalAction, default=True,
+                   help="start the Ray dashboard with the cluster started here (default: on; "
+                   "--no-dashboard saves its dozen processes' start-up)")  # fmt: skip
     c.add_argument("--dashboard-host", default="127.0.0.1",
                    help="interface the dashboard binds to (default 127.0.0.1; anything else "
                    "exposes code execution to that network)")  # fmt: skip

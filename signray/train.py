@@ -97,7 +97,10 @@ def _run_ray(cfg: TrainConfig, summary, args) -> LoopResult:
     from signray.tuning.launcher import export_checkpoints, run_torch_trainer
     from signray.tuning.trial_data import prepare_trial_data
 
-    init_ray(args.address, dashboard_host=args.dashboard_host, dashboard_port=args.dashboard_port)
+    init_ray(
+        args.address, dashboard=args.dashboard, dashboard_host=args.dashboard_host,
+        dashboard_port=args.dashboard_port,
+    )  # fmt: skip
     data = prepare_trial_data(cfg, summary)
     name = f"train-{cfg.model}-{time.strftime('%Y%m%d-%H%M%S')}"
     result = run_torch_trainer(

@@ -29,7 +29,7 @@ from signray.tuning.study import (
     warm_start,
 )
 from signray.tuning.trial import TrialSetup
-from signray.tuning.trial_data import evaluate_best, prepare_trial_data
+from signray.tuning.trial_data import evaluate_best, start_trial_data
 from signray.tuning.tuner import build_tuner, can_restore, restore_tuner, set_tune_environment
 
 __all__ = ["run_search"]
@@ -76,10 +76,32 @@ def _start_study(plan: TunePlan, checked: tuple | None):
     return storage
 
 
+class _Background(threading.Thread):
+    """`fn()` in a thread; `result()` joins it and returns its value or raises its error."""
+
+    def __init__(self, fn) -> None:
+        super().__init__(daemon=True)
+        self._fn, self._value, self._error = fn, None, None
+        self.start()
+
+    def run(self) -> None:
+        try:
+            self._value = self._fn()
+        except BaseException as err:  # noqa: BLE001 - re-raised by result()
+            self._error = err
+
+    def result(self):
+        self.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
 def run_search(
     plan: TunePlan,
     *,
     address: str | None,
+    dashboard: bool = True,
     dashboard_host: str,
     dashboard_port: int | None,
     resume_command: str,
@@ -89,7 +111,11 @@ def run_search(
 ) -> int:
     """Exit code: 0 done, 1 every trial errored, 130 interrupted (resume with `resume_command`).
 
-    `callbacks` and `stop` go to a new search's Tuner (the benchmarks' clocks and stoppers).
+    Start-up overlaps: the data holders load while the Tuner is built and its first trials
+    start (a trial opening its data waits for its node's holder).
+    At the end, the best checkpoint is evaluated on the data the holders still hold while the
+    report is drawn; the cluster then stops. `callbacks` and `stop` go to a new search's Tuner
+    (the benchmarks' clocks and stoppers).
     """
     summary = check_inputs(plan.base)  # every data problem surfaces here, before Ray starts
     o = plan.options
@@ -117,10 +143,13 @@ def run_search(
 
     set_tune_environment()
     started_here = not ray.is_initialized()
-    init_ray(address, dashboard_host=dashboard_host, dashboard_port=dashboard_port)
+    init_ray(
+        address, dashboard=dashboard, dashboard_host=dashboard_host,
+        dashboard_port=dashboard_port,
+    )  # fmt: skip
     _check_cluster(TrialShape.from_options(o), o.max_concurrent, address)
+    loading = start_trial_data(plan.base, summary)
     storage = _start_study(plan, checked)
-    data = prepare_trial_data(plan.base, summary)
     root = plan.files.root
     setup = TrialSetup(
         base=plan.base,
@@ -132,6 +161,7 @@ def run_search(
         worker_failures=o.worker_failures,
         cost_metrics=tuple(o.metrics[1:]),
     ).with_runtime()
+    data = loading.data
     if plan.resumed:
         if not can_restore(plan.files):
             raise ConfigError([f"{plan.files.root} holds no Ray Tune state to resume from yet"])
@@ -142,6 +172,7 @@ def run_search(
             plan.space if plan.searching else None, setup, data, o, budget=budget,
             storage=storage, study_name=plan.files.name, callbacks=callbacks, stop=stop,
         )  # fmt: skip
+    loaded = _Background(loading.wait)  # says when the data is in place; its error, if any
     start = time.perf_counter()
     try:
         with quiet_missing_results():
@@ -149,21 +180,26 @@ def run_search(
     except KeyboardInterrupt:  # a second Ctrl-C skips Tune's final save
         print(f"\ninterrupted; continue with:\n  {resume_command}", flush=True)
         return 130
-    report = write_outputs(
-        plan.files.root, base=setup.base, wall_time_s=time.perf_counter() - start
-    )
+    wall_time_s = time.perf_counter() - start
+    loaded.result()  # a holder that could not load fails the command with its reason
+    report = write_outputs(plan.files.root, base=setup.base, wall_time_s=wall_time_s)
     print(format_summary(report), flush=True)
     if o.multi_objective and not o.single_run:
         path, front = write_pareto(report.experiment, o.metrics[1:])
         print(f"{format_front(front, o.metrics[1:])}\n  table: {path}", flush=True)
-    if report.best_checkpoint is not None:
-        evaluate_best(data, report.best_checkpoint, plan.files.evaluation)
-    # The report uses no cluster: the cluster this command started stops meanwhile (seconds on
-    # a small machine) instead of at exit.
-    stopping = threading.Thread(target=ray.shutdown if started_here else lambda: None)
-    stopping.start()
+
+    def evaluate_then_stop() -> None:
+        # The evaluation reads the holders' copy; the report uses no cluster.
+        try:
+            if report.best_checkpoint is not None:
+                evaluate_best(data, report.best_checkpoint, plan.files.evaluation)
+        finally:
+            if started_here:
+                ray.shutdown()
+
+    finishing = _Background(evaluate_then_stop)
     print(f"report: {write_report(report.experiment)}", flush=True)
-    stopping.join()
+    finishing.result()
     expected = 1 if o.single_run else o.num_samples
     if report.count(Status.UNFINISHED) or len(report.trials) < expected:
         print(f"\nthe search was interrupted; continue it with:\n  {resume_command}", flush=True)

@@ -148,11 +148,13 @@ def build_tuner(
             **common,
         )
     elif searching:
-        limited = opts.replace(max_concurrent=opts.max_concurrent or default_max_concurrent(opts))
+        fits = default_max_concurrent(opts)
+        limited = opts.replace(max_concurrent=opts.max_concurrent or fits)
         # When the cluster's CPUs/GPUs are the limit (one-worker trials reserve theirs through
-        # Tune), the searcher suggests one trial ahead: it waits PENDING, and starts on the
-        # reused actor the moment a trial ends, without waiting for the sampler.
-        ahead = 1 if opts.max_concurrent is None and setup.workers == 1 else 0
+        # Tune), also with a --max-concurrent the cluster cannot exceed, the searcher suggests
+        # one trial ahead: it waits PENDING, and starts on the reused actor the moment a trial
+        # ends, without waiting for the sampler.
+        ahead = 1 if setup.workers == 1 and limited.max_concurrent >= fits else 0
         searcher = build_searcher(
             space, limited, max_t=max_t, seed=setup.base.seed, storage=storage,
             study_name=study_name, ahead=ahead,
