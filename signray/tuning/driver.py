@@ -24,6 +24,7 @@ from signray.tuning.schedulers import scheduler_budget
 from signray.tuning.study import (
     check_new_study,
     create_study,
+    finish_storage,
     load_warm_source,
     open_storage,
     warm_start,
@@ -180,6 +181,8 @@ def run_search(
     except KeyboardInterrupt:  # a second Ctrl-C skips Tune's final save
         print(f"\ninterrupted; continue with:\n  {resume_command}", flush=True)
         return 130
+    finally:
+        finish_storage(o.optuna_storage, storage)
     wall_time_s = time.perf_counter() - start
     loaded.result()  # a holder that could not load fails the command with its reason
     report = write_outputs(plan.files.root, base=setup.base, wall_time_s=wall_time_s)

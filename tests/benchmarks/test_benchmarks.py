@@ -87,8 +87,10 @@ def test_training_flops_formula():
 
 @pytest.mark.slow
 def test_search_efficiency(tmp_path):
+    from benchmarks.search_efficiency import PHASES
+
     results = _run("search_efficiency", tmp_path, timeout=480)
-    summary = results["1_worker"]
+    summary = results["1_worker"]["signray"]
     (r,) = summary["runs"]
     assert r["exit_code"] == 0 and r["trials"] == r["trials_reporting"] == 2
     assert 0 < r["efficiency"] <= r["tuning_efficiency"] <= 1
@@ -97,6 +99,11 @@ def test_search_efficiency(tmp_path):
     (command,) = summary["commands"]
     assert command["trials"] == 2 and 0 < command["command_efficiency"] < 1
     assert command["command_wall_s"] > command["fit_wall_s"] > 0
+    phases = command["phases_s"]  # the command's wall time, phase by phase
+    assert list(phases) == [*(name for name, _ in PHASES), "stop_and_exit"]
+    assert all(v >= 0 for v in phases.values())
+    assert sum(phases.values()) == pytest.approx(command["command_wall_s"])
+    assert phases["tuning_and_outputs"] >= command["fit_wall_s"]
 
 
 @pytest.mark.slow
@@ -192,3 +199,49 @@ def test_gpu_check_runs_end_to_end_on_the_cpu(tmp_path):
     assert results["runs"]["bf16"]["grad_scaler"] is None
     assert results["smoke"]["exit_code"] == 0 and results["smoke"]["trials"] == 4
     assert results["packing"]["packed_4"]["trials"] == 4 and _positive(results["packing"]["ratio"])
+
+
+def test_a_command_wall_time_splits_into_phases_at_its_output_lines():
+    from benchmarks.search_efficiency import _phases
+
+    lines = [
+        (0.4, "WARNING from Ray"),
+        (2.0, "signray.tune: model transformer, 60 train / 20 val clips"),
+        (6.0, "Ray dashboard: http://127.0.0.1:8265"),
+        (7.0, "== Status =="),
+        (9.0, "== Status =="),
+        (20.0, "signray.tune summary"),
+        (23.0, "report: /x/report/index.html"),
+    ]
+    assert _phases(lines, 24.5) == {
+        "imports_and_validation": 2.0,
+        "cluster_start": 4.0,
+        "holders_study_tuner": 1.0,
+        "tuning_and_outputs": 13.0,
+        "evaluation_and_report": 3.0,
+        "stop_and_exit": 1.5,
+    }
+    # without the dashboard, the data mode line ends the cluster's start
+    assert _phases([(2.0, "signray.tune: model x"), (5.0, "data: memory mode (auto)")], 6.0) == {
+        "imports_and_validation": 2.0,
+        "cluster_start": 3.0,
+        "stop_and_exit": 1.0,
+    }
+
+
+def test_a_baseline_runs_its_own_version_of_signray(tmp_path, monkeypatch):
+    """A checkout folder is used as it is; a commit is extracted from git once."""
+    import benchmarks._common as common
+
+    monkeypatch.setattr(common, "CACHE_DIR", tmp_path / "cache")
+    code = "import json, signray\nprint('@@RESULT ' + json.dumps(signray.__file__))"
+    folder = tmp_path / "checkout"
+    (folder / "signray").mkdir(parents=True)
+    (folder / "signray" / "__init__.py").write_text("")
+    assert common.baseline_tree(str(folder)) == folder
+    assert common.result_of_code(code, None, folder) == str(folder / "signray" / "__init__.py")
+    extracted = common.baseline_tree("HEAD")
+    assert extracted.parent == tmp_path / "cache"
+    assert {p.name for p in extracted.iterdir()} >= {"signray", "benchmarks", "search_spaces"}
+    assert common.result_of_code(code, None, extracted).startswith(str(extracted))
+    assert common.baseline_tree("HEAD") == extracted  # once
