@@ -1,8 +1,10 @@
 """Every benchmark runs in its --tiny configuration and writes a well-formed result.
 
 No timing is asserted: the figures of a tiny run mean nothing. Each benchmark runs as the command
-a user types (`python -m benchmarks.NAME --tiny`), so Ray clusters and torch thread settings
-never leak between them or into other tests.
+a user types (`python -m benchmarks.NAME --tiny`), so torch thread settings never leak between
+them or into other tests. The searches of those that only need a cluster to search on run on the
+session's (`ray_cluster`, through RAY_ADDRESS); the memory, data-scale and GPU benchmarks start
+their own, whose processes, nodes or shape they measure.
 """
 
 from __future__ import annotations
@@ -15,16 +17,19 @@ import sys
 from pathlib import Path
 
 import pytest
+from rayhelpers import joining
 
 from signray.tuning.address import LOOPBACK_ENV
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _run(name: str, tmp_path: Path, *extra: str, timeout: float = 240) -> dict:
+def _run(
+    name: str, tmp_path: Path, *extra: str, timeout: float = 240, cluster: str | None = None
+) -> dict:
     out = tmp_path / f"{name}.json"
     env = {
-        **os.environ,
+        **(joining(cluster) if cluster else os.environ),
         "PYTHONPATH": str(REPO),
         "SIGNRAY_BENCH_CACHE": str(tmp_path / "cache"),
         LOOPBACK_ENV: "0",
@@ -86,10 +91,10 @@ def test_training_flops_formula():
 
 
 @pytest.mark.slow
-def test_search_efficiency(tmp_path):
+def test_search_efficiency(tmp_path, ray_cluster):
     from benchmarks.search_efficiency import PHASES
 
-    results = _run("search_efficiency", tmp_path, timeout=480)
+    results = _run("search_efficiency", tmp_path, timeout=480, cluster=ray_cluster)
     summary = results["1_worker"]["signray"]
     (r,) = summary["runs"]
     assert r["exit_code"] == 0 and r["trials"] == r["trials_reporting"] == 2
@@ -103,12 +108,13 @@ def test_search_efficiency(tmp_path):
     assert list(phases) == [*(name for name, _ in PHASES), "stop_and_exit"]
     assert all(v >= 0 for v in phases.values())
     assert sum(phases.values()) == pytest.approx(command["command_wall_s"])
-    assert phases["tuning_and_outputs"] >= command["fit_wall_s"]
+    # Tune prints its first status from inside Tuner.fit
+    assert phases["holders_study_tuner"] + phases["tuning_and_outputs"] >= command["fit_wall_s"]
 
 
 @pytest.mark.slow
-def test_time_to_accuracy(tmp_path):
-    results = _run("time_to_accuracy", tmp_path, timeout=600)  # three searches, two on Ray
+def test_time_to_accuracy(tmp_path, ray_cluster):
+    results = _run("time_to_accuracy", tmp_path, timeout=600, cluster=ray_cluster)  # 2 on Ray
     for name in ("signray", "stock_ray_tune", "optuna_standalone"):
         run = results[name]["per_seed"]["0"]
         assert _positive(run["time_to_target_s"]) and run["time_to_target_s"] <= run["wall_s"]
@@ -116,8 +122,8 @@ def test_time_to_accuracy(tmp_path):
 
 
 @pytest.mark.slow
-def test_small_data_rungs(tmp_path):
-    results = _run("small_data_rungs", tmp_path, timeout=480)
+def test_small_data_rungs(tmp_path, ray_cluster):
+    results = _run("small_data_rungs", tmp_path, timeout=480, cluster=ray_cluster)
     for name in ("epochs_grace_1", "samples_default"):
         run = results["small"][name]["per_seed"]["0"]
         assert run["exit_code"] == 0 and run["trials"] == 2
@@ -125,8 +131,8 @@ def test_small_data_rungs(tmp_path):
 
 
 @pytest.mark.slow
-def test_search_quality(tmp_path):
-    results = _run("search_quality", tmp_path, timeout=480)
+def test_search_quality(tmp_path, ray_cluster):
+    results = _run("search_quality", tmp_path, timeout=480, cluster=ray_cluster)
     for method in ("random_fifo", "optuna_asha", "optuna_standalone"):
         seed = results[method]["per_seed"]["0"]
         assert 0 <= seed["best_val_gloss_acc"] <= 1 and seed["epochs"] == 4
