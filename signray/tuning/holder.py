@@ -27,7 +27,6 @@ class SplitHolder:
 
     def __init__(self) -> None:
         self._refs: dict[str, list[ray.ObjectRef]] = {}
-        self._error: BaseException | None = None
 
     def load(
         self,
@@ -38,13 +37,6 @@ class SplitHolder:
     ) -> int:
         """Put both splits (or, with `synthetic`, the built-in synthetic data made here) in
         this node's object store; returns the bytes put."""
-        try:
-            return self._load(indices, keys, max_frames, synthetic)
-        except BaseException as err:
-            self._error = err  # trials asking for the data get the reason, not half of it
-            raise
-
-    def _load(self, indices, keys, max_frames, synthetic) -> int:
         if synthetic is not None:
             splits = synthetic_splits(**synthetic)
             self._refs = {name: [ray.put(s)] for name, s in zip(SPLITS, splits, strict=True)}
@@ -59,7 +51,4 @@ class SplitHolder:
         return total
 
     def refs(self) -> dict[str, list[ray.ObjectRef]]:
-        """The parts of both splits (an actor runs one call at a time: after `load`)."""
-        if self._error is not None:
-            raise self._error
         return self._refs

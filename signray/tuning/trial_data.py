@@ -53,6 +53,7 @@ class TrialData:
     max_frames: int | None
     holders: dict[str, Any] = field(default_factory=dict)  # node id -> SplitHolder handle
     streams: tuple[ShardStream, ShardStream] | None = None
+    loads: dict[str, Any] = field(default_factory=dict)  # node id -> its holder's load (a ref)
 
     def open(self) -> TrainingData:
         """This process's view of the data: its node's object-store copy, or the streams."""
@@ -63,6 +64,8 @@ class TrialData:
         order = sorted(self.holders, key=lambda n: n != node)
         for i, holder_node in enumerate(order):
             try:
+                if holder_node in self.loads:  # loaded, or the reason it could not be
+                    ray.get(self.loads[holder_node])
                 refs = ray.get(self.holders[holder_node].refs.remote())
                 break
             except ray.exceptions.RayActorError:
@@ -89,7 +92,8 @@ def _raise_cause(err: ray.exceptions.RayTaskError) -> None:
 
 class LoadingData:
     """Trial data whose holders are still loading: `data` can be handed to trials at once (a
-    trial's `TrialData.open` waits for its holder's load); `wait` waits for the load itself."""
+    trial's `TrialData.open` waits for its node's load, and gets its error); `wait` waits for
+    every load."""
 
     def __init__(self, data: TrialData, loads: list, start: float) -> None:
         self.data = data
@@ -136,8 +140,9 @@ def start_trial_data(cfg: TrainConfig, summary: InputsSummary) -> LoadingData:
     }
     synthetic = smoke_spec(cfg) if cfg.smoke_test else None
     args = ((summary.train, summary.val), input_paths(cfg)[2], cfg.max_frames, synthetic)
-    loads = [h.load.remote(*args) for h in holders.values()]
-    return LoadingData(TrialData(mode, summary.train.norm, cfg.max_frames, holders), loads, start)
+    loads = {node: holder.load.remote(*args) for node, holder in holders.items()}
+    data = TrialData(mode, summary.train.norm, cfg.max_frames, holders, loads=loads)
+    return LoadingData(data, list(loads.values()), start)
 
 
 def prepare_trial_data(cfg: TrainConfig, summary: InputsSummary) -> TrialData:

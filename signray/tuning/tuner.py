@@ -21,7 +21,7 @@ from signray.storage import filesystem_and_path
 from signray.tuning.placement_groups import RemoveTrainPlacementGroups
 from signray.tuning.retention import KeepBestCheckpoints, checkpoint_period_s
 from signray.tuning.schedulers import Budget, build_scheduler, tune_domain
-from signray.tuning.searcher import build_searcher, default_max_concurrent
+from signray.tuning.searcher import build_searcher, default_max_concurrent, suggestions_ahead
 from signray.tuning.tracking import tracking_callbacks
 from signray.tuning.trial import TrialSetup, make_trainable
 from signray.tuning.trial_data import TrialData
@@ -150,11 +150,7 @@ def build_tuner(
     elif searching:
         fits = default_max_concurrent(opts)
         limited = opts.replace(max_concurrent=opts.max_concurrent or fits)
-        # When the cluster's CPUs/GPUs are the limit (one-worker trials reserve theirs through
-        # Tune), also with a --max-concurrent the cluster cannot exceed, the searcher suggests
-        # one trial ahead: it waits PENDING, and starts on the reused actor the moment a trial
-        # ends, without waiting for the sampler.
-        ahead = 1 if setup.workers == 1 and limited.max_concurrent >= fits else 0
+        ahead = suggestions_ahead(setup.workers, limited.max_concurrent, fits)
         searcher = build_searcher(
             space, limited, max_t=max_t, seed=setup.base.seed, storage=storage,
             study_name=study_name, ahead=ahead,
