@@ -32,9 +32,12 @@ search to reach it.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -135,8 +138,32 @@ def _stock_trial(config: dict, base, storage: str) -> None:
     trainer.fit()
 
 
-def run_stock_ray(root: Path, spec: dict, *, epochs: int, trials: int, seed: int, goal: float,
-                  storage: Path) -> dict[str, Any]:  # fmt: skip
+# This process's environment before any contestant ran: the stock setup runs with Ray's own
+# defaults, not with the settings signray's contestant leaves here (Tune's snapshot period, Ray
+# Train's poll interval, ...).
+_ENV_AT_START = dict(os.environ)
+
+
+@contextlib.contextmanager
+def _environment_at_start() -> Iterator[None]:
+    now = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(_ENV_AT_START)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(now)
+
+
+def run_stock_ray(root: Path, spec: dict, **kw) -> dict[str, Any]:
+    """`_run_stock_ray` with Ray's defaults (`_environment_at_start`)."""
+    with _environment_at_start():
+        return _run_stock_ray(root, spec, **kw)
+
+
+def _run_stock_ray(root: Path, spec: dict, *, epochs: int, trials: int, seed: int, goal: float,
+                   storage: Path) -> dict[str, Any]:  # fmt: skip
     import ray
     from ray.tune.search.optuna import OptunaSearch
 

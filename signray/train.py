@@ -94,9 +94,10 @@ def evaluate_checkpoint(path: Location, val: Split, batch_size: int) -> dict[str
 
 def _run_ray(cfg: TrainConfig, summary, args) -> LoopResult:
     from signray.tuning.cluster import init_ray
-    from signray.tuning.launcher import export_checkpoints, run_torch_trainer
+    from signray.tuning.launcher import export_checkpoints, run_torch_trainer, set_train_environment
     from signray.tuning.trial_data import prepare_trial_data
 
+    set_train_environment()
     init_ray(
         args.address, dashboard=args.dashboard, dashboard_host=args.dashboard_host,
         dashboard_port=args.dashboard_port,

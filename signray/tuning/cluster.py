@@ -41,9 +41,10 @@ __all__ = [
 
 # The port a new local cluster's GCS listens on (read by Ray when it starts a head node).
 GCS_PORT_ENV = "RAY_GCS_SERVER_PORT"
-# Settings the trial processes read (`signray.tuning.tuner.set_tune_environment`), which the
-# workers of a joined cluster do not inherit from this process.
-WORKER_SETTINGS = ("TUNE_FUNCTION_THREAD_TIMEOUT_S",)
+# Settings the trial processes read (`signray.tuning.tuner.set_tune_environment`,
+# `signray.tuning.launcher.set_train_environment`), which the workers of a joined cluster do not
+# inherit from this process.
+WORKER_SETTINGS = ("TUNE_FUNCTION_THREAD_TIMEOUT_S", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S")
 
 DASHBOARD_WARNING = (
     "WARNING: the Ray dashboard is bound to {host}, not loopback. It runs code for anyone who "

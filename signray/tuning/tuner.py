@@ -18,6 +18,7 @@ from signray.config.search import SearchOptions
 from signray.config.search_space import SearchSpace
 from signray.layout import METRIC, MODE, ExperimentFiles
 from signray.storage import filesystem_and_path
+from signray.tuning.launcher import set_train_environment
 from signray.tuning.placement_groups import RemoveTrainPlacementGroups
 from signray.tuning.retention import KeepBestCheckpoints, checkpoint_period_s
 from signray.tuning.schedulers import Budget, build_scheduler, tune_domain
@@ -62,6 +63,7 @@ def set_tune_environment() -> None:
     # snapshot each time; on short epochs Tune warns about that frequency every few seconds.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     checkpoint_period_s()  # a fixed snapshot period, which checkpoint pruning relies on
+    set_train_environment()  # multi-worker trials' TorchTrainers
 
 
 def _run_config(

@@ -16,9 +16,16 @@ from signray.tuning.cluster import local_worker_env, runtime_env
 
 
 def test_a_joined_cluster_gets_the_code_and_the_trial_settings(monkeypatch):
-    monkeypatch.setenv("TUNE_FUNCTION_THREAD_TIMEOUT_S", "75")  # as set_tune_environment does
+    from signray.tuning.launcher import POLL_INTERVAL_ENV
+    from signray.tuning.tuner import set_tune_environment
+
+    monkeypatch.setenv("TUNE_FUNCTION_THREAD_TIMEOUT_S", "75")  # the user's choice stays
+    monkeypatch.delenv(POLL_INTERVAL_ENV, raising=False)
+    set_tune_environment()
     env = runtime_env(Target("10.0.0.5:6379", "--address"), "10.0.0.5:6379")
     assert env["env_vars"]["TUNE_FUNCTION_THREAD_TIMEOUT_S"] == "75"
+    # Ray Train controllers poll their workers every 0.5 s, not Ray's 2 s
+    assert env["env_vars"][POLL_INTERVAL_ENV] == "0.5"
     assert env["env_vars"]["RAY_ADDRESS"] == "10.0.0.5:6379"
     assert [p.rsplit("/", 1)[-1] for p in env["py_modules"]] == ["signray"]
 
