@@ -23,18 +23,78 @@ from typing import Any
 
 __all__ = [
     "CACHE_DIR",
+    "REPO",
     "TreeMemoryPoller",
     "base_parser",
+    "baseline_tree",
     "cpu_model",
     "interleaved",
     "machine_info",
     "median",
+    "result_of_code",
     "target",
+    "tree_env",
     "write_result",
 ]
 
 # Datasets are written once and reused by later runs (keyed by their generation arguments).
 CACHE_DIR = Path(os.environ.get("SIGNRAY_BENCH_CACHE", "/tmp/signray-bench"))
+REPO = Path(__file__).resolve().parent.parent
+# What a baseline tree needs to run `python -m signray.*` and the benchmarks' own helpers.
+TREE_PARTS = ("signray", "benchmarks", "search_spaces")
+
+
+def baseline_tree(ref: str) -> Path:
+    """Another version of signray to run side by side with this one: a folder holding a checkout
+    (used as it is, e.g. ``/work/main``), or a commit or branch of this repository, extracted
+    once with ``git archive`` under `CACHE_DIR`."""
+    folder = Path(ref).expanduser()
+    if (folder / "signray").is_dir():
+        return folder.resolve()
+    git = ["git", "-C", str(REPO)]
+    commit = subprocess.run(
+        [*git, "rev-parse", "--verify", f"{ref}^{{commit}}"], check=True, capture_output=True,
+        text=True,
+    ).stdout.strip()  # fmt: skip
+    tree = CACHE_DIR / f"tree-{commit[:12]}"
+    if not (tree / "complete").is_file():
+        names = subprocess.run(
+            [*git, "ls-tree", "--name-only", commit], check=True, capture_output=True, text=True
+        ).stdout.split()
+        parts = [p for p in TREE_PARTS if p in names]
+        archive = subprocess.run(
+            [*git, "archive", commit, *parts], check=True, capture_output=True
+        ).stdout
+        tree.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+        (tree / "complete").write_text(commit + "\n")
+    return tree
+
+
+def tree_env(tree: Path, **extra: str) -> dict[str, str]:
+    """The environment of a process that runs `tree`'s signray (run it with ``cwd=tree`` too:
+    ``python -m`` puts the working folder first on sys.path, before PYTHONPATH)."""
+    return {**os.environ, "PYTHONPATH": str(tree), **extra}
+
+
+RESULT_MARK = "@@RESULT "
+
+
+def result_of_code(code: str, args: Any, tree: Path = REPO) -> Any:
+    """Run `code` in a fresh Python process of `tree` with ``json.dumps(args)`` as its
+    ``sys.argv[1]``; it prints its result as ``@@RESULT <json>`` (`RESULT_MARK`). The code uses
+    only what both this tree and a baseline tree define, so that both can be measured alike."""
+    proc = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(args, default=str)],
+        cwd=tree,
+        env=tree_env(tree),
+        capture_output=True,
+        text=True,
+    )
+    found = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_MARK)]
+    if proc.returncode != 0 or not found:
+        raise RuntimeError(f"{tree}: " + proc.stdout[-3000:] + proc.stderr[-3000:])
+    return json.loads(found[-1].removeprefix(RESULT_MARK))
 
 
 def cpu_model() -> str:

@@ -43,18 +43,20 @@ from typing import Any
 
 from benchmarks._common import (
     CACHE_DIR,
+    REPO,
     TreeMemoryPoller,
     base_parser,
+    baseline_tree,
     interleaved,
     median,
     target,
+    tree_env,
     write_result,
 )
 from benchmarks.throughput import bench_dataset
 
 __all__ = ["main"]
 
-REPO = Path(__file__).resolve().parent.parent
 MB = 1024**2
 BASELINE = "ed71c4f"  # main before format 2: the driver loads and puts every split
 TODAY_MAX_GB = 1.0
@@ -76,25 +78,13 @@ def _frames_bytes(folder: Path) -> int:
     return sum(f.stat().st_size for f in folder.rglob("*.np[yz]"))
 
 
-def _baseline_tree(commit: str) -> Path:
-    """Today's signray, extracted once from git."""
-    tree = CACHE_DIR / f"signray-{commit}"
-    if not (tree / "signray").is_dir():
-        tree.mkdir(parents=True, exist_ok=True)
-        archive = subprocess.run(
-            ["git", "-C", str(REPO), "archive", commit, "signray"], check=True, capture_output=True
-        ).stdout
-        subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
-    return tree
-
-
 def _today_data(spec: dict[str, int], tree: Path) -> Path:
     """The clips of `spec` packed by today's packer (format 1, float32), once."""
     root = CACHE_DIR / ("today-" + "-".join(map(str, spec.values())))
     if (root / "complete").is_file():
         return root
     clips = bench_dataset(spec, keypoints=False)
-    env = {**os.environ, "PYTHONPATH": str(tree)}
+    env = tree_env(tree)
     for split in ("train", "val"):
         out = root / f"features_{split}"
         shutil.rmtree(out, ignore_errors=True)
@@ -203,7 +193,7 @@ def _run(
     ]
     if contestant != "today":
         cmd += ["--data-mode", contestant]
-    env = {**os.environ, "PYTHONPATH": str(tree)}
+    env = tree_env(tree)
     start = time.time()
     first = None
     with log.open("a") as out:
@@ -256,9 +246,7 @@ def _pack(root: Path) -> dict[str, Any]:
         "--overwrite",
     ]
     start = time.time()
-    proc = subprocess.Popen(
-        cmd, cwd=REPO, stdout=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(REPO)}
-    )
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, env=tree_env(REPO))
     peak = _PeakRss(proc.pid)
     code = proc.wait()
     result = {
@@ -334,7 +322,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = p.parse_args(argv)
     sizes = args.sizes or ([0.004] if args.tiny else [0.3, 1.0, 3.0])
     reps = args.reps or (1 if args.tiny else 2)
-    baseline = None if args.tiny or not args.baseline else _baseline_tree(args.baseline)
+    baseline = None if args.tiny or not args.baseline else baseline_tree(args.baseline)
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # every node on 127.0.0.1
     os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="srds-", dir="/tmp")  # a private cluster
     storage = Path(tempfile.mkdtemp(prefix="signray-bench-scale-"))

@@ -4,8 +4,9 @@ The search of issue 13: 8 trials x 6 epochs of `search_spaces/tx.yaml` on 20-glo
 keypoints (16 train + 4 val clips per gloss, lengths 16-120), TPE + ASHA, 2 trials at once on
 1 CPU each. Each repetition runs the search twice:
 
-1. in this process (plan, then the driver, with a Tune callback that timestamps every trial on
-   the driver and a thread that samples the cluster's free CPUs every 50 ms):
+1. as `signray.tune.run` in a process of its own (plan, then the driver, with a Tune callback
+   that timestamps every trial on the driver and a thread that samples the cluster's free CPUs
+   every 50 ms):
    - tuning efficiency = sum of the trials' wall times (trials.csv) / (2 x wall time of
      `Tuner.fit`), the issue's definition; "epochs only" counts only the loop's `epoch_seconds`;
    - start overhead = first epoch begins (first report's arrival minus its `epoch_seconds`)
@@ -18,16 +19,29 @@ keypoints (16 train + 4 val clips per gloss, lengths 16-120), TPE + ASHA, 2 tria
    times / (2 x the command's wall time: imports, validation, Ray start and stop, evaluation and
    report included).
 
-`--fsl` uses FSL-105-sized data (105 glosses); `--workers 2` measures two-worker trials (a Ray
-Train TorchTrainer per trial).
+   The command's output lines are timestamped as they arrive, which splits its wall time into
+   phases: imports and validation (until the banner), cluster start (until the dashboard URL or
+   the data mode), data holders, study and Tuner (until Tune's first status), tuning and the
+   outputs (until the summary), evaluation and report (until the report's path), and cluster
+   stop and exit.
 
-    python -m benchmarks.search_efficiency [--reps 2] [--fsl] [--workers 1 2] [--tiny]
+Each search runs in a fresh process; `--smoke` times the README's smoke search instead.
+`--baseline REF` runs every repetition once more with another version of signray (a checkout
+folder such as ``/work/main``, or a git commit or branch, extracted once), interleaved with this
+one, and reports both and their ratios. `--fsl` uses FSL-105-sized data (105 glosses);
+`--workers 2` measures two-worker trials (a Ray Train TorchTrainer per trial); extra flags for
+the command follow ``--``.
+
+    python -m benchmarks.search_efficiency [--reps 2] [--baseline main] [--fsl] [--workers 1 2]
+        [--smoke] [--tiny] [-- --no-dashboard]
 """
 
 from __future__ import annotations
 
 import itertools
 import re
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -36,10 +50,19 @@ from typing import Any
 
 from ray import tune
 
-from benchmarks._common import base_parser, median, target, write_result
+from benchmarks._common import (
+    REPO,
+    base_parser,
+    baseline_tree,
+    median,
+    result_of_code,
+    target,
+    tree_env,
+    write_result,
+)
 from benchmarks.throughput import bench_dataset
 
-__all__ = ["SearchClock", "main", "run_command_timed", "run_search"]
+__all__ = ["SearchClock", "main", "run_command_timed", "run_search", "search_in_child"]
 
 SPACE = Path(__file__).resolve().parent.parent / "search_spaces" / "tx.yaml"
 FULL_DATA = dict(
@@ -51,6 +74,8 @@ ISSUE_DATA = dict(
 )
 TINY_DATA = dict(num_gloss=6, num_cat=2, train_per_gloss=4, val_per_gloss=2, min_len=8, max_len=24)
 CONCURRENCY = 2
+# The README's smoke search (README.md, "Install and smoke test"), storage and name added.
+README_SMOKE = ["--model", "transformer", "--search-space", str(SPACE), "--smoke-test"]
 
 
 class SearchClock(tune.Callback):
@@ -225,32 +250,82 @@ def run_search(
     return code, clock
 
 
-def run_command_timed(flags: list[str], storage: Path) -> dict[str, Any]:
+# The lines that end each phase of the command (the first line starting with one of them).
+PHASES = (
+    ("imports_and_validation", ("signray.tune: model",)),
+    ("cluster_start", ("Ray dashboard:", "data: memory mode", "data: stream mode")),
+    ("holders_study_tuner", ("== Status ==",)),
+    ("tuning_and_outputs", ("signray.tune summary",)),
+    ("evaluation_and_report", ("report: ",)),
+)
+
+
+def _phases(lines: list[tuple[float, str]], wall: float) -> dict[str, float]:
+    """Seconds from one phase's end to the next (see `PHASES`); the rest is stop and exit."""
+    phases, last, i = {}, 0.0, 0
+    for name, starts in PHASES:
+        while i < len(lines) and not lines[i][1].startswith(starts):
+            i += 1
+        if i == len(lines):
+            break
+        phases[name], last = lines[i][0] - last, lines[i][0]
+    phases["stop_and_exit"] = wall - last
+    return phases
+
+
+def run_command_timed(flags: list[str], storage: Path, tree: Path = REPO) -> dict[str, Any]:
     """The whole command in a fresh process (imports, validation, Ray start and stop,
-    evaluation and report included): its wall time and its trials' wall times."""
+    evaluation and report included), run from `tree`: its wall time, its phases and its trials'
+    wall times."""
     import csv
-    import subprocess
-    import sys
 
     name = flags[flags.index("--name") + 1]
     tic = time.perf_counter()
-    proc = subprocess.run(
+    proc = subprocess.Popen(
         [sys.executable, "-m", "signray.tune", *flags, "--storage-path", str(storage)],
-        capture_output=True,
+        cwd=tree,
+        env=tree_env(tree),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
     )
+    lines = [(time.perf_counter() - tic, line.strip()) for line in proc.stdout]
+    code = proc.wait()
     wall = time.perf_counter() - tic
-    if proc.returncode != 0:
-        raise RuntimeError(proc.stdout[-3000:] + proc.stderr[-3000:])
+    output = "\n".join(line for _, line in lines)
+    if code != 0:
+        raise RuntimeError(output[-6000:])
     with (storage / name / "trials.csv").open() as f:
         trial_walls = [float(r["wall_time_s"]) for r in csv.DictReader(f)]
-    fit = re.search(r"; wall time ([0-9.]+)s", proc.stdout)
+    fit = re.search(r"; wall time ([0-9.]+)s", output)
     return {
         "command_wall_s": wall,
         "fit_wall_s": float(fit.group(1)) if fit else None,
+        "phases_s": _phases(lines, wall),
         "trial_wall_sum_s": sum(trial_walls),
         "trials": len(trial_walls),
     }
+
+
+# Run in a fresh process of the tree being measured (its own `run_search` and `_efficiencies`).
+_SEARCH_CHILD = """
+import json, sys
+from pathlib import Path
+import ray
+from benchmarks.search_efficiency import _efficiencies, run_search
+flags, storage = json.loads(sys.argv[1])
+storage = Path(storage)
+code, clock = run_search(flags, storage)
+ray.shutdown()
+result = _efficiencies(clock, storage / flags[flags.index("--name") + 1])
+result["exit_code"] = code
+print("@@RESULT " + json.dumps(result, default=float))
+"""
+
+
+def search_in_child(flags: list[str], storage: Path, tree: Path = REPO) -> dict[str, Any]:
+    """`run_search` and its analysis (`_efficiencies`) in a fresh process running `tree`."""
+    return result_of_code(_SEARCH_CHILD, [flags, str(storage)], tree)
 
 
 def _efficiencies(clock: SearchClock, experiment: Path) -> dict[str, Any]:
@@ -265,78 +340,122 @@ def _efficiencies(clock: SearchClock, experiment: Path) -> dict[str, Any]:
     return res
 
 
+def _flags(spec: dict, root: Path, *, epochs: int, samples: int, workers: int, seed: int,
+           extra: list[str]) -> list[str]:  # fmt: skip
+    return [
+        "--model", "transformer", "--search-space", str(SPACE), *data_flags(root, spec),
+        "--epochs", str(epochs), "--num-samples", str(samples),
+        "--max-concurrent", str(CONCURRENCY), "--cpus-per-trial", "1",
+        "--workers-per-trial", str(workers), "--seed", str(seed), *extra,
+    ]  # fmt: skip
+
+
+def _summary(runs: list[dict], commands: list[dict]) -> dict[str, Any]:
+    phases = {
+        k: median(c["phases_s"].get(k, 0.0) for c in commands) for k in commands[0]["phases_s"]
+    }
+    return {
+        "tuning_efficiency": median(r["tuning_efficiency"] for r in runs),
+        "epoch_efficiency": median(r["efficiency"] for r in runs),
+        "command_efficiency": median(c["command_efficiency"] for c in commands),
+        "command_wall_s": median(c["command_wall_s"] for c in commands),
+        "fit_wall_s": median(r["wall_s"] for r in runs),
+        "command_phases_s": phases,
+        "start_overhead_median_s": median(
+            r["start_overhead_s"]["median"] for r in runs if r["start_overhead_s"]["median"]
+        ),
+        "runs": runs,
+        "commands": commands,
+    }
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra = argv[argv.index("--") + 1 :] if "--" in argv else []
+    argv = argv[: argv.index("--")] if "--" in argv else argv
     p = base_parser("search_efficiency", __doc__.splitlines()[0])
     p.add_argument("--fsl", action="store_true", help="FSL-105-sized data instead of 20 glosses")
     p.add_argument("--workers", type=int, nargs="+", default=None, help="workers per trial (1)")
     p.add_argument("--num-samples", type=int, default=None, help="trials (8)")
     p.add_argument("--epochs", type=int, default=None, help="epochs per trial (6)")
     p.add_argument("--storage", type=Path, default=None, help="experiment folder (a temp dir)")
+    p.add_argument("--baseline", default=None,
+                   help="also run this version of signray, interleaved: a checkout folder, or a "
+                   "git commit or branch of this repository")  # fmt: skip
+    p.add_argument("--smoke", action="store_true", help="time the README's smoke search instead")
     args = p.parse_args(argv)
     spec = TINY_DATA if args.tiny else FULL_DATA if args.fsl else ISSUE_DATA
     workers = args.workers or [1]
     epochs = args.epochs or (2 if args.tiny else 6)
     samples = args.num_samples or (2 if args.tiny else 8)
     reps = args.reps or (1 if args.tiny else 2)
-    root = bench_dataset(spec, features=False)
+    root = None if args.smoke else bench_dataset(spec, features=False)
     storage = args.storage or Path(tempfile.mkdtemp(prefix="signray-bench-search-"))
+    trees = {"signray": REPO}
+    if args.baseline:
+        trees["baseline"] = baseline_tree(args.baseline)
     results: dict[str, Any] = {}
     targets = []
-    import ray
-
     for n in workers:
-        runs, commands = [], []
+        runs: dict[str, list] = {name: [] for name in trees}
+        commands: dict[str, list] = {name: [] for name in trees}
         for rep in range(reps):
-            flags = [
-                "--model", "transformer", "--search-space", str(SPACE), *data_flags(root, spec),
-                "--epochs", str(epochs), "--num-samples", str(samples),
-                "--max-concurrent", str(CONCURRENCY), "--cpus-per-trial", "1",
-                "--workers-per-trial", str(n), "--seed", str(rep),
-            ]  # fmt: skip
-            name = f"efficiency-{n}w-{rep}-{int(time.time())}"
-            code, clock = run_search([*flags, "--name", name], storage)
-            ray.shutdown()
-            res = _efficiencies(clock, storage / name)
-            res["exit_code"] = code
-            runs.append(res)
-            commands.append(run_command_timed([*flags, "--name", name + "-cmd"], storage))
-            c = commands[-1]
-            c["command_efficiency"] = c["trial_wall_sum_s"] / (CONCURRENCY * c["command_wall_s"])
-            print(
-                f"{n}-worker trials, rep {rep}: tuning efficiency {res['tuning_efficiency']:.3f} "
-                f"(epochs only {res['efficiency']:.3f}), start overhead median "
-                f"{res['start_overhead_s']['median']}, whole command "
-                f"{c['command_efficiency']:.3f} ({c['command_wall_s']:.1f}s)",
-                flush=True,
-            )
-        summary = {
-            "tuning_efficiency": median(r["tuning_efficiency"] for r in runs),
-            "epoch_efficiency": median(r["efficiency"] for r in runs),
-            "command_efficiency": median(c["command_efficiency"] for c in commands),
-            "start_overhead_median_s": median(
-                r["start_overhead_s"]["median"] for r in runs if r["start_overhead_s"]["median"]
-            ),
-            "runs": runs,
-            "commands": commands,
-        }
-        results[f"{n}_worker"] = summary
-        if n == 1:
+            flags = [*README_SMOKE, *extra] if args.smoke else _flags(
+                spec, root, epochs=epochs, samples=samples, workers=n, seed=rep, extra=extra
+            )  # fmt: skip
+            for contestant, tree in trees.items():  # interleaved: A B A B ...
+                name = f"efficiency-{contestant}-{n}w-{rep}-{int(time.time())}"
+                res = search_in_child([*flags, "--name", name], storage, tree)
+                runs[contestant].append(res)
+                c = run_command_timed([*flags, "--name", name + "-cmd"], storage, tree)
+                c["command_efficiency"] = c["trial_wall_sum_s"] / (
+                    CONCURRENCY * c["command_wall_s"]
+                )
+                commands[contestant].append(c)
+                print(
+                    f"{contestant}, {n}-worker trials, rep {rep}: tuning efficiency "
+                    f"{res['tuning_efficiency']:.3f} (epochs only {res['efficiency']:.3f}), start "
+                    f"overhead median {res['start_overhead_s']['median']}, whole command "
+                    f"{c['command_efficiency']:.3f} ({c['command_wall_s']:.1f}s: "
+                    + ", ".join(f"{k} {v:.1f}" for k, v in c["phases_s"].items())
+                    + ")",
+                    flush=True,
+                )
+        summary = {name: _summary(runs[name], commands[name]) for name in trees}
+        if "baseline" in summary:
+            mine, base = summary["signray"], summary["baseline"]
+            summary["ratios_to_baseline"] = {
+                k: mine[k] / base[k]
+                for k in ("tuning_efficiency", "command_efficiency", "command_wall_s", "fit_wall_s")
+            }
+        results["readme_smoke" if args.smoke else f"{n}_worker"] = summary
+        if n == 1 and not args.smoke:
+            mine = summary["signray"]
             targets += [
-                target("search efficiency within tuning", summary["tuning_efficiency"], 0.90),
-                target("search efficiency, whole command", summary["command_efficiency"], 0.80),
+                target("search efficiency within tuning", mine["tuning_efficiency"], 0.90),
+                target("search efficiency, whole command", mine["command_efficiency"], 0.80),
                 target(
                     "one-worker trial start, median s",
-                    summary["start_overhead_median_s"],
+                    mine["start_overhead_median_s"],
                     0.5,
                     higher_is_better=False,
                 ),
             ]
+        if n == 1 and "baseline" in summary:
+            targets.append(
+                target(
+                    "whole command wall, this / baseline",
+                    summary["ratios_to_baseline"]["command_wall_s"],
+                    1.0,
+                    higher_is_better=False,
+                )
+            )
     return write_result(
         "search_efficiency",
         args,
         {
             "config": {
-                "data": spec,
+                "data": "readme smoke" if args.smoke else spec,
                 "epochs": epochs,
                 "num_samples": samples,
                 "concurrency": CONCURRENCY,
@@ -344,6 +463,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "space": str(SPACE.name),
                 "storage": str(storage),
                 "reps": reps,
+                "command_flags": extra,
+                "baseline": str(trees.get("baseline", "")),
             },
             "results": results,
             "targets": targets,

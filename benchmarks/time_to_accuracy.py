@@ -13,6 +13,10 @@ for each seed, interleaved (seed 0: A B C, seed 1: A B C, ...):
 - Optuna standalone: one process, no Ray: TPE + MedianPruner asking for configs and calling the
   same loop with 2 torch threads, one trial at a time.
 
+`--baseline REF` adds signray as another version has it (a checkout folder such as
+``/work/main``, or a git commit or branch, extracted once): both signray contestants then run in
+fresh processes of their own trees, interleaved with the others.
+
 Each clock starts when the contestant starts (signray and stock Ray include starting Ray; the
 shared Python imports are not counted) and stops at the first epoch whose val gloss accuracy
 reaches `--target`; every contestant then stops. A contestant that spends its budget without
@@ -23,20 +27,31 @@ The default target, 0.55, is above what the space's first point reaches in 8 epo
 data (0.38-0.50 in benchmark 4) and below what the searches found there (0.53-0.58): it takes a
 search to reach it.
 
-    python -m benchmarks.time_to_accuracy [--seeds 0 1 2] [--target 0.55] [--tiny]
+    python -m benchmarks.time_to_accuracy [--seeds 0 1 2] [--target 0.55] [--baseline main] [--tiny]
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from ray import tune
 
-from benchmarks._common import base_parser, median, target, write_result
+from benchmarks._common import (
+    REPO,
+    base_parser,
+    baseline_tree,
+    median,
+    result_of_code,
+    target,
+    write_result,
+)
 from benchmarks.search_efficiency import SPACE, TINY_DATA, data_config, data_flags, run_search
 from benchmarks.search_quality import QUALITY_DATA
 from benchmarks.throughput import bench_dataset
@@ -123,8 +138,32 @@ def _stock_trial(config: dict, base, storage: str) -> None:
     trainer.fit()
 
 
-def run_stock_ray(root: Path, spec: dict, *, epochs: int, trials: int, seed: int, goal: float,
-                  storage: Path) -> dict[str, Any]:  # fmt: skip
+# This process's environment before any contestant ran: the stock setup runs with Ray's own
+# defaults, not with the settings signray's contestant leaves here (Tune's snapshot period, Ray
+# Train's poll interval, ...).
+_ENV_AT_START = dict(os.environ)
+
+
+@contextlib.contextmanager
+def _environment_at_start() -> Iterator[None]:
+    now = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(_ENV_AT_START)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(now)
+
+
+def run_stock_ray(root: Path, spec: dict, **kw) -> dict[str, Any]:
+    """`_run_stock_ray` with Ray's defaults (`_environment_at_start`)."""
+    with _environment_at_start():
+        return _run_stock_ray(root, spec, **kw)
+
+
+def _run_stock_ray(root: Path, spec: dict, *, epochs: int, trials: int, seed: int, goal: float,
+                   storage: Path) -> dict[str, Any]:  # fmt: skip
     import ray
     from ray.tune.search.optuna import OptunaSearch
 
@@ -245,6 +284,26 @@ def run_standalone(root: Path, spec: dict, *, epochs: int, trials: int, seed: in
 CONTESTANTS = {"signray": run_signray, "stock_ray_tune": run_stock_ray,
                "optuna_standalone": run_standalone}  # fmt: skip
 
+# `run_signray` in a fresh process of another tree (what both versions define).
+_SIGNRAY_CHILD = """
+import json, sys
+from pathlib import Path
+from benchmarks.time_to_accuracy import run_signray
+a = json.loads(sys.argv[1])
+r = run_signray(Path(a["root"]), a["spec"], epochs=a["epochs"], trials=a["trials"],
+                seed=a["seed"], goal=a["goal"], storage=Path(a["storage"]))
+print("@@RESULT " + json.dumps(r, default=float))
+"""
+
+
+def signray_in(tree: Path):
+    """`run_signray` as `tree` has it, in a fresh process."""
+
+    def run(root: Path, spec: dict, **kw) -> dict[str, Any]:
+        return result_of_code(_SIGNRAY_CHILD, {"root": root, "spec": spec, **kw}, tree)
+
+    return run
+
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = base_parser("time_to_accuracy", __doc__.splitlines()[0])
@@ -253,6 +312,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--trials", type=int, default=None, help="budget: trials per search (16)")
     p.add_argument("--epochs", type=int, default=None, help="budget: epochs per trial (8)")
     p.add_argument("--storage", type=Path, default=None, help="experiment folder (a temp dir)")
+    p.add_argument("--baseline", default=None,
+                   help="also run another version of signray: a checkout folder, or a git "
+                   "commit or branch of this repository")  # fmt: skip
     args = p.parse_args(argv)
     spec = TINY_DATA if args.tiny else QUALITY_DATA
     seeds = args.seeds or ([0] if args.tiny else [0, 1, 2])
@@ -261,10 +323,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     epochs = args.epochs or (2 if args.tiny else 8)
     root = bench_dataset(spec, features=False)
     storage = args.storage or Path(tempfile.mkdtemp(prefix="signray-bench-tta-"))
-    runs: dict[str, dict[int, dict[str, Any]]] = {name: {} for name in CONTESTANTS}
+    contestants = dict(CONTESTANTS)
+    if args.baseline:
+        contestants["signray"] = signray_in(REPO)
+        contestants["signray_baseline"] = signray_in(baseline_tree(args.baseline))
+    runs: dict[str, dict[int, dict[str, Any]]] = {name: {} for name in contestants}
     record: dict[str, Any] = {}
     for seed in seeds:
-        for name, fn in CONTESTANTS.items():
+        for name, fn in contestants.items():
             runs[name][seed] = fn(
                 root, spec, epochs=epochs, trials=trials, seed=seed, goal=goal, storage=storage
             )
@@ -279,7 +345,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         config = {"data": spec, "space": SPACE.name, "target_val_gloss_acc": goal,
                   "budget": {"trials": trials, "epochs_per_trial": epochs}, "seeds": seeds,
                   "seeds_done": sorted(runs["signray"]), "concurrency": CONCURRENCY,
-                  "storage": str(storage)}  # fmt: skip
+                  "storage": str(storage), "baseline": args.baseline or ""}  # fmt: skip
         record = write_result("time_to_accuracy", args, _summary(runs, config))
     return record
 
@@ -302,6 +368,12 @@ def _summary(runs: dict[str, dict[int, dict[str, Any]]], config: dict) -> dict[s
         target("signray / Optuna standalone time to target", mine / alone, 1.0,
                higher_is_better=False),
     ] if math.isfinite(mine) else []  # fmt: skip
+    if "signray_baseline" in results and math.isfinite(mine):
+        base = results["signray_baseline"]["median_time_to_target_s"]
+        targets.append(
+            target("signray / baseline signray time to target", mine / base, 1.0,
+                   higher_is_better=False)
+        )  # fmt: skip
     return {"config": config, "results": results, "targets": targets}
 
 

@@ -96,11 +96,15 @@ def evaluate_checkpoint(path: Location, val: Split, batch_size: int) -> dict[str
 
 def _run_ray(cfg: TrainConfig, summary, args) -> LoopResult:
     from signray.tuning.cluster import init_ray
-    from signray.tuning.launcher import export_checkpoints, run_torch_trainer
+    from signray.tuning.launcher import export_checkpoints, run_torch_trainer, set_train_environment
     from signray.tuning.resources import check_cluster_fits
     from signray.tuning.trial_data import prepare_trial_data
 
-    init_ray(args.address, dashboard_host=args.dashboard_host, dashboard_port=args.dashboard_port)
+    set_train_environment()
+    init_ray(
+        args.address, dashboard=args.dashboard, dashboard_host=args.dashboard_host,
+        dashboard_port=args.dashboard_port,
+    )  # fmt: skip
     # Exit 2 now if the cluster cannot place the workers (Ray Train would wait for them).
     check_cluster_fits(
         TrialShape.for_config(cfg, args.cpus_per_worker), args.address, what="training run"

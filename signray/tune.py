@@ -92,6 +92,7 @@ def run(args: argparse.Namespace, callbacks: list | None = None, stop=None) -> i
     return run_search(
         plan,
         address=args.address,
+        dashboard=args.dashboard,
         dashboard_host=args.dashboard_host,
         dashboard_port=args.dashboard_port,
         resume_command=_resume_command(plan.files.name, str(plan.files.root.parent), args.address),

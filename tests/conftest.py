@@ -109,10 +109,19 @@ def assert_png():
 def ray_cluster():
     """One local Ray cluster (2 CPUs, dashboard on 127.0.0.1) shared by every Ray test.
 
+    Starting a cluster costs ~5-10 s on 2 cores, so a test starts its own only when the cluster
+    is what it checks (its ports, its processes, its shape, its nodes dying: say so in the
+    docstring). Everything else runs here:
+
+    - in this process: take the fixture; Ray is initialised, and ``signray.tune.main([...])``
+      runs its search on this cluster;
+    - a command in a subprocess: ``python -m signray.tune ... --address <the yielded address>``,
+      or, for a command line that must stay as written (the README's, a benchmark's), the
+      environment ``rayhelpers.joining(address)`` (RAY_ADDRESS, as under ``ray job submit``).
+
+    A test leaves the cluster as it found it (`rayhelpers.wait_resources_released` checks).
     The dashboard stays on: Ray Train frees the placement group of a TorchTrainer that Tune stops
-    early through a cleaner that polls the dashboard's State API. Yields the GCS address, so that
-    subprocesses (`python -m signray.tune --address ...`) join this cluster instead of starting a
-    second one.
+    early through a cleaner that polls the dashboard's State API. Yields the GCS address.
     """
     import ray
 

@@ -1,4 +1,6 @@
-"""Helpers shared by the Ray integration tests (tests/launch, tests/integration).
+"""Helpers shared by the Ray integration tests (tests/tuning, tests/integration, ...); the shared
+cluster itself is the `ray_cluster` fixture (tests/conftest.py), whose docstring says how a test
+runs on it.
 
 Importable as ``rayhelpers`` from any test module: pytest puts ``tests/`` on ``sys.path`` for
 ``tests/conftest.py``.
@@ -103,6 +105,13 @@ def wait_resources_released(ray, timeout: float = 60.0) -> None:
         if time.time() > deadline:
             pytest.fail(f"resources not released: placement groups {live}, {free}/{total} CPUs")
         time.sleep(1)
+
+
+def joining(address: str, **extra: str) -> dict[str, str]:
+    """The environment of a subprocess whose commands run on the cluster at `address` (the
+    session's `ray_cluster`) without an ``--address`` flag: signray joins the cluster that
+    RAY_ADDRESS names, as it does under ``ray job submit``."""
+    return {**os.environ, **extra, "RAY_ADDRESS": address}
 
 
 def is_loopback(ip: str) -> bool:

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from rayhelpers import joining
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -83,12 +84,14 @@ def write_sign_videos(root: Path) -> None:
 
 
 @pytest.mark.slow
-def test_readme_walkthrough_runs(tmp_path):
+def test_readme_walkthrough_runs(tmp_path, ray_cluster):
+    """Each command as written; its searches run on the session's cluster (RAY_ADDRESS), the
+    cluster a search starts for itself being checked by test_packaging.py and test_security.py."""
     shutil.copytree(ROOT / "search_spaces", tmp_path / "search_spaces")
     write_sign_videos(tmp_path / "videos")
     for module, *args in readme_commands():
         if "--smoke-test" in args:
-            continue  # the main job: run by tests/test_tune.py
+            continue  # the main job, on a cluster of its own: tests/test_packaging.py
         if "--address" in args:
             continue  # needs a multi-node cluster: tests/integration/test_multinode.py
         if any(a.startswith("s3://") for a in args):
@@ -98,6 +101,7 @@ def test_readme_walkthrough_runs(tmp_path):
         proc = subprocess.run(
             [sys.executable, "-m", module, *args, *extra],
             cwd=tmp_path,
+            env=joining(ray_cluster),
             capture_output=True,
             text=True,
             timeout=600,

@@ -28,12 +28,13 @@ from signray.tuning.schedulers import scheduler_budget
 from signray.tuning.study import (
     check_new_study,
     create_study,
+    finish_storage,
     load_warm_source,
     open_storage,
     warm_start,
 )
 from signray.tuning.trial import TrialSetup
-from signray.tuning.trial_data import evaluate_best, prepare_trial_data
+from signray.tuning.trial_data import evaluate_best, start_trial_data
 from signray.tuning.tuner import build_tuner, can_restore, restore_tuner, set_tune_environment
 
 __all__ = ["SearchTime", "run_search"]
@@ -99,10 +100,32 @@ def _start_study(plan: TunePlan, checked: tuple | None):
     return storage
 
 
+class _Background(threading.Thread):
+    """`fn()` in a thread; `result()` joins it and returns its value or raises its error."""
+
+    def __init__(self, fn) -> None:
+        super().__init__(daemon=True)
+        self._fn, self._value, self._error = fn, None, None
+        self.start()
+
+    def run(self) -> None:
+        try:
+            self._value = self._fn()
+        except BaseException as err:  # noqa: BLE001 - re-raised by result()
+            self._error = err
+
+    def result(self):
+        self.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
 def run_search(
     plan: TunePlan,
     *,
     address: str | None,
+    dashboard: bool = True,
     dashboard_host: str,
     dashboard_port: int | None,
     resume_command: str,
@@ -112,7 +135,11 @@ def run_search(
 ) -> int:
     """Exit code: 0 done, 1 every trial errored, 130 interrupted (resume with `resume_command`).
 
-    `callbacks` and `stop` go to a new search's Tuner (the benchmarks' clocks and stoppers).
+    Start-up overlaps: the data holders load while the Tuner is built and its first trials
+    start (a trial opening its data waits for its node's holder).
+    At the end, the best checkpoint is evaluated on the data the holders still hold while the
+    report is drawn; the cluster then stops. `callbacks` and `stop` go to a new search's Tuner
+    (the benchmarks' clocks and stoppers).
     """
     summary = check_inputs(plan.base)  # every data problem surfaces here, before Ray starts
     o = plan.options
@@ -140,10 +167,13 @@ def run_search(
 
     set_tune_environment()
     started_here = not ray.is_initialized()
-    init_ray(address, dashboard_host=dashboard_host, dashboard_port=dashboard_port)
+    init_ray(
+        address, dashboard=dashboard, dashboard_host=dashboard_host,
+        dashboard_port=dashboard_port,
+    )  # fmt: skip
     check_cluster_fits(TrialShape.from_options(o), address, o.max_concurrent)
+    loading = start_trial_data(plan.base, summary)
     storage = _start_study(plan, checked)
-    data = prepare_trial_data(plan.base, summary)
     root = plan.files.root
     setup = TrialSetup(
         base=plan.base,
@@ -156,6 +186,7 @@ def run_search(
         cost_metrics=tuple(o.metrics[1:]),
     ).with_runtime()
     clock = SearchTime.load(plan.files, o.time_budget_s)  # a new search has no time yet
+    data = loading.data
     if plan.resumed:
         if not can_restore(plan.files):
             raise ConfigError([f"{plan.files.root} holds no Ray Tune state to resume from yet"])
@@ -166,6 +197,7 @@ def run_search(
             plan.space if plan.searching else None, setup, data, o, budget=budget,
             storage=storage, study_name=plan.files.name, callbacks=callbacks, stop=stop,
         )  # fmt: skip
+    loaded = _Background(loading.wait)  # says when the data is in place; its error, if any
     start = time.perf_counter()
     try:
         if clock.spent:
@@ -179,22 +211,29 @@ def run_search(
         clock.add(time.perf_counter() - start).save(plan.files)
         print(f"\ninterrupted; continue with:\n  {resume_command}", flush=True)
         return 130
-    clock.add(time.perf_counter() - start).save(plan.files)
-    report = write_outputs(
-        plan.files.root, base=setup.base, wall_time_s=time.perf_counter() - start
-    )
+    finally:
+        finish_storage(o.optuna_storage, storage)
+    wall_time_s = time.perf_counter() - start
+    clock.add(wall_time_s).save(plan.files)
+    loaded.result()  # a holder that could not load fails the command with its reason
+    report = write_outputs(plan.files.root, base=setup.base, wall_time_s=wall_time_s)
     print(format_summary(report), flush=True)
     if o.multi_objective and not o.single_run:
         path, front = write_pareto(report.experiment, o.metrics[1:])
         print(f"{format_front(front, o.metrics[1:])}\n  table: {path}", flush=True)
-    if report.best_checkpoint is not None:
-        evaluate_best(data, report.best_checkpoint, plan.files.evaluation)
-    # The report uses no cluster: the cluster this command started stops meanwhile (seconds on
-    # a small machine) instead of at exit.
-    stopping = threading.Thread(target=ray.shutdown if started_here else lambda: None)
-    stopping.start()
+
+    def evaluate_then_stop() -> None:
+        # The evaluation reads the holders' copy; the report uses no cluster.
+        try:
+            if report.best_checkpoint is not None:
+                evaluate_best(data, report.best_checkpoint, plan.files.evaluation)
+        finally:
+            if started_here:
+                ray.shutdown()
+
+    finishing = _Background(evaluate_then_stop)
     print(f"report: {write_report(report.experiment)}", flush=True)
-    stopping.join()
+    finishing.result()
     expected = 1 if o.single_run else o.num_samples
     ok = 0 if report.count(Status.ERROR) < len(report.trials) else 1
     if clock.spent:

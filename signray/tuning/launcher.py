@@ -32,7 +32,27 @@ from signray.tuning.reporters import RayReporter
 from signray.tuning.resources import WORKER_GROUP_START_RETRIES, TrialShape
 from signray.tuning.trial_data import TrialData
 
-__all__ = ["export_checkpoints", "run_torch_trainer", "scaling_config"]
+__all__ = [
+    "POLL_INTERVAL_ENV",
+    "export_checkpoints",
+    "run_torch_trainer",
+    "scaling_config",
+    "set_train_environment",
+]
+
+# How often a Train controller polls its workers: it sees a report, a worker group that has
+# started, or the end of the run only then. Ray's default, 2 s, made a 3-epoch two-worker run
+# take 18.5 s to fit on 2 cores, 0.5 s made it 13 s (measured with `signray.tune --single-run
+# --workers-per-trial 2 --epochs 3 --smoke-test --model iv3_gru`); a poll is one cheap call
+# per worker. Read by each controller when it starts.
+POLL_INTERVAL_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
+POLL_INTERVAL_S = 0.5
+
+
+def set_train_environment() -> None:
+    """Ray Train settings read from the environment (unless the user set them); call before
+    Ray starts: the cluster's workers inherit them (`signray.tuning.cluster`)."""
+    os.environ.setdefault(POLL_INTERVAL_ENV, str(POLL_INTERVAL_S))
 
 
 def _train_worker(config: dict[str, Any]) -> None:

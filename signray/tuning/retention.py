@@ -65,10 +65,13 @@ class KeepBestCheckpoints(tune.Callback):
         self.grace_s = GRACE_PERIODS * checkpoint_period_s()
         self._saved: dict[str, list[_Saved]] = {}
         self._listed: set[str] = set()
+        # Trials with a superseded checkpoint outside their best: the only ones a step visits,
+        # so the driver's work per step does not grow with the trials that have finished.
+        self.pending: set[str] = set()
 
     def __getstate__(self) -> dict:
         # Pickled into the experiment (tuner.pkl): a restored driver starts with no records.
-        return {**self.__dict__, "_saved": {}, "_listed": set()}
+        return {**self.__dict__, "_saved": {}, "_listed": set(), "pending": set()}
 
     def on_checkpoint(self, iteration, trials, trial, checkpoint, **info) -> None:
         score = _score((trial.last_result or {}).get(METRIC))
@@ -100,6 +103,7 @@ class KeepBestCheckpoints(tune.Callback):
                 s.superseded_at = s.superseded_at or now
         saved.append(_Saved(name, score, now if superseded else None))
         saved.sort(key=lambda s: s.name)  # Tune numbers them: the last is the latest
+        self.pending.add(trial_id)
 
     def _list_earlier(self, trial_id: str) -> None:
         """Add the trial's checkpoints this driver did not see being written (an earlier,
@@ -115,9 +119,13 @@ class KeepBestCheckpoints(tune.Callback):
             logger.warning("cannot list the checkpoints of trial %s: %s", trial_id, err)
 
     def _prune(self, now: float) -> None:
-        for trial_id, saved in self._saved.items():
+        for trial_id in list(self.pending):
+            saved = self._saved[trial_id]
             best = sorted(saved, key=lambda s: s.score, reverse=True)[: self.keep]
             keep = {s.name for s in best} | {saved[-1].name}
+            if all(s.name in keep for s in saved):
+                self.pending.discard(trial_id)  # until its next checkpoint
+                continue
             for s in list(saved):
                 due = s.superseded_at is not None and now - s.superseded_at >= self.grace_s
                 if s.name in keep or not due:

@@ -26,6 +26,7 @@ __all__ = [
     "build_sampler",
     "build_searcher",
     "default_max_concurrent",
+    "suggestions_ahead",
 ]
 
 logger = logging.getLogger(__name__)
@@ -232,6 +233,15 @@ def build_searcher(
         ended_on_its_own=ended_on_its_own,
     )
     return ConcurrencyLimiter(searcher, max_concurrent=concurrent + ahead)
+
+
+def suggestions_ahead(workers: int, max_concurrent: int, fits: int) -> int:
+    """How many trials the searcher suggests beyond those running: one for one-worker trials
+    when the cluster (`fits` trials at once), not `max_concurrent`, is the limit. That trial
+    waits PENDING and starts on the reused actor the moment a trial ends, without waiting for the
+    sampler; Tune reserves one-worker trials' CPUs/GPUs itself, so it cannot start early. Below
+    what fits, it could: then no trial is suggested ahead."""
+    return 1 if workers == 1 and max_concurrent >= fits else 0
 
 
 def default_max_concurrent(opts: SearchOptions) -> int:

@@ -17,8 +17,10 @@ Imports no Ray.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
+import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,7 @@ __all__ = [
     "check_new_study",
     "create_study",
     "default_storage_url",
+    "finish_storage",
     "load_warm_source",
     "open_storage",
     "warm_start",
@@ -91,6 +94,17 @@ def _write_ahead_log(storage) -> None:
         cursor.close()
 
     storage.engine.dispose()  # connections made from now on get the pragmas
+
+
+def finish_storage(url: str | None, storage=None) -> None:
+    """Close `storage`'s connections and write a SQLite study's log into its database file, so
+    that the file alone holds every trial once the command ends (it ends without the teardown
+    that would close the last connection: `signray.cli`)."""
+    if storage is not None:
+        storage.engine.dispose()
+    if url and url.startswith("sqlite:///"):
+        with contextlib.closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as db:
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
 def check_new_study(storage, name: str) -> None:

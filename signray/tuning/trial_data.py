@@ -41,7 +41,7 @@ from signray.training.inputs import (
 from signray.tuning.holder import SPLITS, SplitHolder
 from signray.tuning.resources import alive_nodes
 
-__all__ = ["TrialData", "evaluate_best", "prepare_trial_data"]
+__all__ = ["LoadingData", "TrialData", "evaluate_best", "prepare_trial_data", "start_trial_data"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,7 @@ class TrialData:
     max_frames: int | None
     holders: dict[str, Any] = field(default_factory=dict)  # node id -> SplitHolder handle
     streams: tuple[ShardStream, ShardStream] | None = None
+    loads: dict[str, Any] = field(default_factory=dict)  # node id -> its holder's load (a ref)
 
     def open(self) -> TrainingData:
         """This process's view of the data: its node's object-store copy, or the streams."""
@@ -63,6 +64,8 @@ class TrialData:
         order = sorted(self.holders, key=lambda n: n != node)
         for i, holder_node in enumerate(order):
             try:
+                if holder_node in self.loads:  # loaded, or the reason it could not be
+                    ray.get(self.loads[holder_node])
                 refs = ray.get(self.holders[holder_node].refs.remote())
                 break
             except ray.exceptions.RayActorError:
@@ -87,18 +90,48 @@ def _raise_cause(err: ray.exceptions.RayTaskError) -> None:
     raise err
 
 
-def prepare_trial_data(cfg: TrainConfig, summary: InputsSummary) -> TrialData:
-    """Choose the data mode for this cluster and make the data reachable from every node."""
+class LoadingData:
+    """Trial data whose holders are still loading: `data` can be handed to trials at once (a
+    trial's `TrialData.open` waits for its node's load, and gets its error); `wait` waits for
+    every load."""
+
+    def __init__(self, data: TrialData, loads: list, start: float) -> None:
+        self.data = data
+        self._loads = loads
+        self._start = start
+
+    def wait(self) -> TrialData:
+        """Wait for every holder's load and say how much it holds; a user error raised there
+        surfaces as itself."""
+        if not self._loads:
+            return self.data
+        try:
+            sizes = ray.get(self._loads)
+        except ray.exceptions.RayTaskError as err:
+            _raise_cause(err)
+        print(
+            f"data: {sizes[0] / 2**20:.0f} MiB in the object store of each of {len(sizes)} "
+            f"node(s), loaded there in {time.perf_counter() - self._start:.1f}s",
+            flush=True,
+        )
+        self._loads = []
+        return self.data
+
+
+def start_trial_data(cfg: TrainConfig, summary: InputsSummary) -> LoadingData:
+    """Choose the data mode for this cluster and start making the data reachable from every
+    node: in memory mode, each node's holder starts loading it now."""
     nodes = _trial_nodes()
     if not nodes:
         raise ConfigError(["the Ray cluster has no node with CPUs or GPUs to train on"])
     capacity = min(int(n["Resources"].get("object_store_memory", 0)) for n in nodes)
     mode, why = choose_data_mode(cfg, summary, capacity)
     print(f"data: {mode} mode ({why})", flush=True)
+    start = time.perf_counter()
     if mode == "stream":
         data = stream_inputs(cfg, summary)
-        return TrialData(mode, data.norm, cfg.max_frames, streams=(data.train, data.val))
-    start = time.perf_counter()
+        trial_data = TrialData(mode, data.norm, cfg.max_frames, streams=(data.train, data.val))
+        return LoadingData(trial_data, [], start)
     holders = {
         n["NodeID"]: SplitHolder.options(
             scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)
@@ -107,16 +140,14 @@ def prepare_trial_data(cfg: TrainConfig, summary: InputsSummary) -> TrialData:
     }
     synthetic = smoke_spec(cfg) if cfg.smoke_test else None
     args = ((summary.train, summary.val), input_paths(cfg)[2], cfg.max_frames, synthetic)
-    try:
-        sizes = ray.get([h.load.remote(*args) for h in holders.values()])
-    except ray.exceptions.RayTaskError as err:
-        _raise_cause(err)
-    print(
-        f"data: {sizes[0] / 2**20:.0f} MiB in the object store of each of {len(holders)} "
-        f"node(s), loaded there in {time.perf_counter() - start:.1f}s",
-        flush=True,
-    )
-    return TrialData(mode, summary.train.norm, cfg.max_frames, holders)
+    loads = {node: holder.load.remote(*args) for node, holder in holders.items()}
+    data = TrialData(mode, summary.train.norm, cfg.max_frames, holders, loads=loads)
+    return LoadingData(data, list(loads.values()), start)
+
+
+def prepare_trial_data(cfg: TrainConfig, summary: InputsSummary) -> TrialData:
+    """`start_trial_data`, waiting until the data is in place."""
+    return start_trial_data(cfg, summary).wait()
 
 
 @ray.remote(num_cpus=1)

@@ -18,10 +18,11 @@ from signray.config.search import SearchOptions
 from signray.config.search_space import SearchSpace
 from signray.layout import METRIC, MODE, ExperimentFiles
 from signray.storage import filesystem_and_path
+from signray.tuning.launcher import set_train_environment
 from signray.tuning.placement_groups import RemoveTrainPlacementGroups
 from signray.tuning.retention import KeepBestCheckpoints, checkpoint_period_s
 from signray.tuning.schedulers import Budget, build_scheduler, tune_domain
-from signray.tuning.searcher import build_searcher, default_max_concurrent
+from signray.tuning.searcher import build_searcher, default_max_concurrent, suggestions_ahead
 from signray.tuning.tracking import tracking_callbacks
 from signray.tuning.trial import TrialSetup, make_trainable
 from signray.tuning.trial_data import TrialData
@@ -64,6 +65,7 @@ def set_tune_environment() -> None:
     # snapshot each time; on short epochs Tune warns about that frequency every few seconds.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     checkpoint_period_s()  # a fixed snapshot period, which checkpoint pruning relies on
+    set_train_environment()  # multi-worker trials' TorchTrainers
 
 
 def _run_config(
@@ -151,11 +153,9 @@ def build_tuner(
             **common,
         )
     elif searching:
-        limited = opts.replace(max_concurrent=opts.max_concurrent or default_max_concurrent(opts))
-        # When the cluster's CPUs/GPUs are the limit (one-worker trials reserve theirs through
-        # Tune), the searcher suggests one trial ahead: it waits PENDING, and starts on the
-        # reused actor the moment a trial ends, without waiting for the sampler.
-        ahead = 1 if opts.max_concurrent is None and setup.workers == 1 else 0
+        fits = default_max_concurrent(opts)
+        limited = opts.replace(max_concurrent=opts.max_concurrent or fits)
+        ahead = suggestions_ahead(setup.workers, limited.max_concurrent, fits)
         searcher = build_searcher(
             space, limited, max_t=max_t, seed=setup.base.seed, storage=storage,
             study_name=study_name, ahead=ahead,

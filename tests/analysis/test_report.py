@@ -175,8 +175,9 @@ def test_learning_curve_from_a_real_log(tiny_run, tmp_path, assert_png):
 
 
 @pytest.mark.slow
-def test_report_on_a_real_tune_run(tmp_path, assert_png):
-    """The driver's own smoke search (Ray Tune, Optuna, ASHA), then the report on its folder."""
+def test_report_on_a_real_tune_run(tmp_path, assert_png, ray_cluster):
+    """The driver's own smoke search (Ray Tune, Optuna, ASHA, on the session's cluster), then the
+    report on its folder."""
     tune = subprocess.run(
         [
             sys.executable,
@@ -191,6 +192,8 @@ def test_report_on_a_real_tune_run(tmp_path, assert_png):
             str(tmp_path),
             "--name",
             "exp",
+            "--address",
+            ray_cluster,
         ],
         capture_output=True,
         text=True,

@@ -1,8 +1,10 @@
 """Every benchmark runs in its --tiny configuration and writes a well-formed result.
 
 No timing is asserted: the figures of a tiny run mean nothing. Each benchmark runs as the command
-a user types (`python -m benchmarks.NAME --tiny`), so Ray clusters and torch thread settings
-never leak between them or into other tests.
+a user types (`python -m benchmarks.NAME --tiny`), so torch thread settings never leak between
+them or into other tests. The searches of those that only need a cluster to search on run on the
+session's (`ray_cluster`, through RAY_ADDRESS); the memory, data-scale and GPU benchmarks start
+their own, whose processes, nodes or shape they measure.
 """
 
 from __future__ import annotations
@@ -15,16 +17,19 @@ import sys
 from pathlib import Path
 
 import pytest
+from rayhelpers import joining
 
 from signray.tuning.address import LOOPBACK_ENV
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _run(name: str, tmp_path: Path, *extra: str, timeout: float = 240) -> dict:
+def _run(
+    name: str, tmp_path: Path, *extra: str, timeout: float = 240, cluster: str | None = None
+) -> dict:
     out = tmp_path / f"{name}.json"
     env = {
-        **os.environ,
+        **(joining(cluster) if cluster else os.environ),
         "PYTHONPATH": str(REPO),
         "SIGNRAY_BENCH_CACHE": str(tmp_path / "cache"),
         LOOPBACK_ENV: "0",
@@ -98,9 +103,11 @@ def test_compile_trials(tmp_path):
 
 
 @pytest.mark.slow
-def test_search_efficiency(tmp_path):
-    results = _run("search_efficiency", tmp_path, timeout=480)
-    summary = results["1_worker"]
+def test_search_efficiency(tmp_path, ray_cluster):
+    from benchmarks.search_efficiency import PHASES
+
+    results = _run("search_efficiency", tmp_path, timeout=480, cluster=ray_cluster)
+    summary = results["1_worker"]["signray"]
     (r,) = summary["runs"]
     assert r["exit_code"] == 0 and r["trials"] == r["trials_reporting"] == 2
     assert 0 < r["efficiency"] <= r["tuning_efficiency"] <= 1
@@ -109,11 +116,17 @@ def test_search_efficiency(tmp_path):
     (command,) = summary["commands"]
     assert command["trials"] == 2 and 0 < command["command_efficiency"] < 1
     assert command["command_wall_s"] > command["fit_wall_s"] > 0
+    phases = command["phases_s"]  # the command's wall time, phase by phase
+    assert list(phases) == [*(name for name, _ in PHASES), "stop_and_exit"]
+    assert all(v >= 0 for v in phases.values())
+    assert sum(phases.values()) == pytest.approx(command["command_wall_s"])
+    # Tune prints its first status from inside Tuner.fit
+    assert phases["holders_study_tuner"] + phases["tuning_and_outputs"] >= command["fit_wall_s"]
 
 
 @pytest.mark.slow
-def test_time_to_accuracy(tmp_path):
-    results = _run("time_to_accuracy", tmp_path, timeout=600)  # three searches, two on Ray
+def test_time_to_accuracy(tmp_path, ray_cluster):
+    results = _run("time_to_accuracy", tmp_path, timeout=600, cluster=ray_cluster)  # 2 on Ray
     for name in ("signray", "stock_ray_tune", "optuna_standalone"):
         run = results[name]["per_seed"]["0"]
         assert _positive(run["time_to_target_s"]) and run["time_to_target_s"] <= run["wall_s"]
@@ -121,8 +134,8 @@ def test_time_to_accuracy(tmp_path):
 
 
 @pytest.mark.slow
-def test_small_data_rungs(tmp_path):
-    results = _run("small_data_rungs", tmp_path, timeout=480)
+def test_small_data_rungs(tmp_path, ray_cluster):
+    results = _run("small_data_rungs", tmp_path, timeout=480, cluster=ray_cluster)
     for name in ("epochs_grace_1", "samples_default"):
         run = results["small"][name]["per_seed"]["0"]
         assert run["exit_code"] == 0 and run["trials"] == 2
@@ -130,8 +143,8 @@ def test_small_data_rungs(tmp_path):
 
 
 @pytest.mark.slow
-def test_search_quality(tmp_path):
-    results = _run("search_quality", tmp_path, timeout=480)
+def test_search_quality(tmp_path, ray_cluster):
+    results = _run("search_quality", tmp_path, timeout=480, cluster=ray_cluster)
     for method in ("random_fifo", "optuna_asha", "optuna_standalone"):
         seed = results[method]["per_seed"]["0"]
         assert 0 <= seed["best_val_gloss_acc"] <= 1 and seed["epochs"] == 4
@@ -267,8 +280,8 @@ def test_extract(tmp_path):
 
 
 @pytest.mark.slow
-def test_augmentation(tmp_path):
-    results = _run("augmentation", tmp_path, timeout=900)  # four tiny searches on Ray
+def test_augmentation(tmp_path, ray_cluster):
+    results = _run("augmentation", tmp_path, timeout=900, cluster=ray_cluster)  # 4 searches
     for name in ("digits", "spoken_digits"):
         r = results[name]
         assert r["train_clips"] > 0 and r["feature_dim"] == (8 if name == "digits" else 13)
@@ -280,3 +293,49 @@ def test_augmentation(tmp_path):
         fixed = r["fixed_point"]
         assert set(fixed) == {"off", "mixup", "noise+warp", "speed+crop", "feature_drop", "ema"}
         assert all(0 <= v["mean"] <= 1 and len(v["paired_diffs"]) == 1 for v in fixed.values())
+
+
+def test_a_command_wall_time_splits_into_phases_at_its_output_lines():
+    from benchmarks.search_efficiency import _phases
+
+    lines = [
+        (0.4, "WARNING from Ray"),
+        (2.0, "signray.tune: model transformer, 60 train / 20 val clips"),
+        (6.0, "Ray dashboard: http://127.0.0.1:8265"),
+        (7.0, "== Status =="),
+        (9.0, "== Status =="),
+        (20.0, "signray.tune summary"),
+        (23.0, "report: /x/report/index.html"),
+    ]
+    assert _phases(lines, 24.5) == {
+        "imports_and_validation": 2.0,
+        "cluster_start": 4.0,
+        "holders_study_tuner": 1.0,
+        "tuning_and_outputs": 13.0,
+        "evaluation_and_report": 3.0,
+        "stop_and_exit": 1.5,
+    }
+    # without the dashboard, the data mode line ends the cluster's start
+    assert _phases([(2.0, "signray.tune: model x"), (5.0, "data: memory mode (auto)")], 6.0) == {
+        "imports_and_validation": 2.0,
+        "cluster_start": 3.0,
+        "stop_and_exit": 1.0,
+    }
+
+
+def test_a_baseline_runs_its_own_version_of_signray(tmp_path, monkeypatch):
+    """A checkout folder is used as it is; a commit is extracted from git once."""
+    import benchmarks._common as common
+
+    monkeypatch.setattr(common, "CACHE_DIR", tmp_path / "cache")
+    code = "import json, signray\nprint('@@RESULT ' + json.dumps(signray.__file__))"
+    folder = tmp_path / "checkout"
+    (folder / "signray").mkdir(parents=True)
+    (folder / "signray" / "__init__.py").write_text("")
+    assert common.baseline_tree(str(folder)) == folder
+    assert common.result_of_code(code, None, folder) == str(folder / "signray" / "__init__.py")
+    extracted = common.baseline_tree("HEAD")
+    assert extracted.parent == tmp_path / "cache"
+    assert {p.name for p in extracted.iterdir()} >= {"signray", "benchmarks", "search_spaces"}
+    assert common.result_of_code(code, None, extracted).startswith(str(extracted))
+    assert common.baseline_tree("HEAD") == extracted  # once

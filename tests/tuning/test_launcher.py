@@ -1,4 +1,5 @@
-"""The same loop under a 2-worker Ray Train TorchTrainer (DDP, gloo) versus one process."""
+"""The same loop under a 2-worker Ray Train TorchTrainer (DDP, gloo, on the session's cluster)
+versus one process."""
 
 from __future__ import annotations
 
@@ -55,11 +56,12 @@ def _train(out, *extra):
     )
 
 
-def test_two_workers_match_one_process_and_full_val_evaluation(tmp_path):
+def test_two_workers_match_one_process_and_full_val_evaluation(tmp_path, ray_cluster):
     one_last, _ = _train(tmp_path / "one")
     two_last, two_best = _train(
-        tmp_path / "two", "--ray-workers", "2", "--storage-path", str(tmp_path / "ray")
-    )
+        tmp_path / "two", "--ray-workers", "2", "--storage-path", str(tmp_path / "ray"),
+        "--address", ray_cluster,
+    )  # fmt: skip
     first_one = one_last.history[0]["train_loss"]
     first_two = two_last.history[0]["train_loss"]
     assert first_two == pytest.approx(first_one, rel=1e-4)

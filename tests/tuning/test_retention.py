@@ -71,3 +71,26 @@ def test_an_interrupted_search_keeps_what_a_resume_may_need(tmp_path):
         _report(keeper, trial, i, score)
     keeper.on_experiment_end([trial])  # still RUNNING: Ctrl-C
     assert len(_left(files, "c")) == 3
+
+
+def test_a_step_visits_only_trials_that_still_have_checkpoints_to_delete(tmp_path):
+    """The driver's work per step does not grow with the number of finished trials."""
+    files = ExperimentFiles(tmp_path)
+    keeper = KeepBestCheckpoints(tmp_path, keep=1)
+    trials = [_trial(files, f"t{i}", [0.1, 0.2]) for i in range(20)]
+    for trial in trials:
+        _report(keeper, trial, 0, 0.1)
+        _report(keeper, trial, 1, 0.2)
+    assert keeper.pending == {t.trial_id for t in trials}  # within the grace period
+    keeper.grace_s = 0.0
+    keeper.on_step_end(0, trials)  # deletes each trial's superseded checkpoint_000000
+    keeper.on_step_end(0, trials)  # sees nothing left to delete: the trials leave the set
+    assert keeper.pending == set()
+    assert all(_left(files, t.trial_id) == ["checkpoint_000001"] for t in trials)
+    _report(keeper, trials[3], 1, 0.2)  # already known: nothing new to prune
+    (folder := files.root / ExperimentFiles.trial_dirname("t3") / "checkpoint_000002").mkdir()
+    (folder / CHECKPOINT_METRICS).write_text(json.dumps({"val_gloss_acc": 0.3}))
+    _report(keeper, trials[3], 2, 0.3)  # a new checkpoint supersedes the best: visited again
+    assert keeper.pending == {"t3"}
+    keeper.on_step_end(0, trials)
+    assert _left(files, "t3") == ["checkpoint_000002"]

@@ -30,7 +30,7 @@ from signray.layout import ExperimentFiles
 from signray.training.checkpoint import load_checkpoint
 from signray.tuning.plan import SMOKE
 from signray.tuning.retention import CHECKPOINT_PERIOD_ENV
-from signray.tuning.searcher import PruningAwareOptunaSearch
+from signray.tuning.searcher import PruningAwareOptunaSearch, suggestions_ahead
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -389,6 +389,17 @@ def test_every_searcher_is_an_optuna_sampler_that_suggests_from_the_space(search
         assert 1e-4 <= config["lr"] <= 1e-2 and config["depth"] in (1, 2, 3)
         s.on_trial_complete(str(i), _result(2, 0.1 * i))
     assert _state(s, "3").user_attrs["ray_trial_id"] == "3"
+
+
+def test_a_trial_is_suggested_ahead_only_where_it_cannot_start_early():
+    # The cluster is the limit (with or without a --max-concurrent it cannot exceed): the next
+    # trial waits PENDING and starts the moment a slot frees.
+    assert suggestions_ahead(workers=1, max_concurrent=2, fits=2) == 1
+    assert suggestions_ahead(workers=1, max_concurrent=3, fits=2) == 1
+    # --max-concurrent below what fits: a suggestion ahead would start at once, a trial too many.
+    assert suggestions_ahead(workers=1, max_concurrent=1, fits=2) == 0
+    # Multi-worker trials reserve their workers outside Tune's view.
+    assert suggestions_ahead(workers=2, max_concurrent=1, fits=1) == 0
 
 
 def test_tpe_is_multivariate_and_lies_only_when_trials_run_at_once():

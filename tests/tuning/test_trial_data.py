@@ -100,6 +100,37 @@ def test_holders_report_files_changed_after_the_check(ray_cluster, tmp_path) -> 
         prepare_trial_data(cfg, summary)
 
 
+def test_trials_start_while_the_holders_load_and_get_their_load_error(
+    ray_cluster, tmp_path
+) -> None:
+    """`start_trial_data` hands out the data before the holders have loaded it: a trial that
+    opens it waits for its node's holder, and gets the reason when the load failed (as does the
+    driver, which waits for the load while the trials run)."""
+    import ray
+
+    from signray.tuning.trial_data import start_trial_data
+
+    root = write_dataset(tmp_path / "ok", **SPEC)
+    files = dict(labels_train_csv=str(root / "train_labels.csv"),
+                 labels_val_csv=str(root / "val_labels.csv"), data_mode="memory")  # fmt: skip
+    cfg = _cfg(root, **files)
+    loading = start_trial_data(cfg, check_inputs(cfg))
+    assert _opened(loading.data)[:2] == ("memory", 20)  # opened before anyone waited
+    assert loading.wait() is loading.data
+
+    broken = write_dataset(tmp_path / "broken", **SPEC)
+    cfg = _cfg(broken, **{**files, "labels_train_csv": str(broken / "train_labels.csv"),
+                          "labels_val_csv": str(broken / "val_labels.csv")})  # fmt: skip
+    summary = check_inputs(cfg)
+    first = sorted((broken / "features_train").glob("*.npz"))[0]
+    first.unlink()
+    loading = start_trial_data(cfg, summary)
+    with pytest.raises(ray.exceptions.RayTaskError, match=f"{first.name}: file not found"):
+        _opened(loading.data)
+    with pytest.raises(DataError, match=f"{first.name}: file not found"):
+        loading.wait()
+
+
 def test_evaluation_runs_where_the_data_is(ray_cluster, packed, tmp_path) -> None:
     import torch
 
