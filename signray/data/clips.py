@@ -1,7 +1,13 @@
 """One clip file: read safely (no pickles), checked (numeric, [T, D], finite), subsampled.
 
-The only reader of per-clip ``.npz`` files: training, evaluation and prediction all call it, so
-a clip that trains also predicts.
+The only reader of per-clip ``.npz`` files: training, evaluation, prediction and packing all call
+it, so a clip that trains also predicts.
+
+A clip with a ``mask`` ``[T, P]`` bool (written by `signray.extract` and the reference's
+extraction: False where a point was not seen, or seen below the confidence threshold) beside a
+keypoint array ``[T, 2P]`` of (x, y) pairs has its unseen points set to exactly (0, 0) here, the
+value that marks a missing point everywhere else (`signray.data.layouts`, the augmentations):
+training and augmentation see the same points missing whatever wrote the file.
 """
 
 from __future__ import annotations
@@ -68,6 +74,7 @@ def read_clip(
             raise ClipProblem(f"{path}: key {key!r} cannot be read, corrupt .npz ({exc})") from None
         except READ_ERRORS as exc:
             raise ClipProblem(f"{path}: key {key!r} cannot be read, corrupt .npz ({exc})") from None
+        seen = _read_mask(npz, path) if "mask" in npz.files else None
 
     where = f"{path}: key {key!r}"
     if arr.dtype.kind not in "biuf":
@@ -91,6 +98,26 @@ def read_clip(
             f"{where} has {int(bad.sum())} NaN/Inf value(s) as float32, first in frame {first} "
             "(expected finite numbers)"
         )
+    if seen is not None and d == 2 * seen.shape[1]:  # (x, y) pairs: a feature array is left alone
+        if seen.shape[0] != t:
+            raise ClipProblem(
+                f"{path}: key 'mask' has {seen.shape[0]} frames but {key!r} has {t} "
+                "(expected one mask row per frame)"
+            )
+        arr.reshape(t, -1, 2)[~seen] = 0
     if max_frames is not None and t > max_frames:
         arr = arr[subsample_indices(t, max_frames)]
     return arr, key
+
+
+def _read_mask(npz, path: Location) -> np.ndarray:
+    try:
+        seen = npz["mask"]
+    except READ_ERRORS as exc:
+        raise ClipProblem(f"{path}: key 'mask' cannot be read, corrupt .npz ({exc})") from None
+    if seen.ndim != 2 or seen.dtype.kind not in "bui":
+        raise ClipProblem(
+            f"{path}: key 'mask' has shape {seen.shape} and dtype {seen.dtype} (expected "
+            "[T, points] bool, True where a point was seen)"
+        )
+    return seen.astype(bool)

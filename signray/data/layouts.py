@@ -9,8 +9,9 @@ in the order
 - 21 left-hand points, then 21 right-hand points: MediaPipe Hands landmarks 0-20 each;
 - 11 face points: FaceMesh landmarks 1, 33, 263, 133, 362, 61, 291, 105, 334, 199, 4.
 
-A point the extraction did not detect is written as exactly (0, 0) (its ``mask`` entry is
-False); augmentations keep such points at (0, 0), so "missing" survives every transform.
+A point the extraction did not see has its ``mask`` entry False and is read as exactly (0, 0)
+(`signray.data.clips.read_clip`); augmentations keep such points at (0, 0), so "missing"
+survives every transform.
 
 A run names its layout with ``--keypoint-layout`` (`TrainConfig.keypoint_layout`). Where the
 extraction records the layout in a clip's ``meta``, that value is one of `KEYPOINT_LAYOUTS`'s

@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 
+from signray.data.clips import ClipProblem, read_clip
 from signray.data.labels import read_labels
 from signray.errors import DataError
 from signray.train import main as train_main
@@ -58,6 +59,31 @@ def test_a_clip_outside_the_data_folder_is_refused(tmp_path):
     csv.write_text("file,gloss,cat\r\n..\\secret.npz,0,0\r\n")
     with pytest.raises(DataError, match="leaves the data folder"):
         read_labels(csv, num_gloss=None, num_cat=None)
+
+
+def test_points_the_mask_marks_unseen_are_read_as_missing(tmp_path):
+    """A point with mask False reads as exactly (0, 0), the value augmentations keep missing;
+    the features in the same file are left alone."""
+    rng = np.random.default_rng(0)
+    X = rng.random((5, 156)).astype(np.float32) + 0.1
+    features = rng.random((5, 2048)).astype(np.float32)
+    seen = np.ones((5, 78), dtype=bool)
+    seen[1, 3] = seen[4, 77] = False
+    path = tmp_path / "clip.npz"
+    np.savez(path, X=X, X2048=features, mask=seen)
+
+    arr, _ = read_clip(path, ["X"], None)
+    assert arr[1, 6:8].tolist() == [0, 0] and arr[4, 154:].tolist() == [0, 0]
+    kept = np.repeat(seen, 2, axis=1)
+    assert np.array_equal(arr[kept], X[kept]) and (arr[~kept] == 0).all()
+    assert np.array_equal(read_clip(path, ["X2048"], None)[0], features)
+
+    np.savez(path, X=X, mask=seen[:4])
+    with pytest.raises(ClipProblem, match=r"clip.npz: key 'mask' has 4 frames but 'X' has 5"):
+        read_clip(path, ["X"], None)
+    np.savez(path, X=X, mask=seen.reshape(-1))
+    with pytest.raises(ClipProblem, match=r"key 'mask' has shape \(390,\)"):
+        read_clip(path, ["X"], None)
 
 
 @pytest.mark.parametrize(
