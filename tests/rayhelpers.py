@@ -107,6 +107,26 @@ def wait_resources_released(ray, timeout: float = 60.0) -> None:
         time.sleep(1)
 
 
+class InitCalled(Exception):
+    """Raised by `record_ray_init`'s ``ray.init``: the command got as far as starting Ray."""
+
+
+def record_ray_init(monkeypatch) -> list[dict]:
+    """What a command asks ``ray.init`` for, without starting Ray (nor binding any address):
+    ``ray.init`` records its keyword arguments and raises `InitCalled`."""
+    import ray
+
+    calls: list[dict] = []
+
+    def init(**kwargs):
+        calls.append(kwargs)
+        raise InitCalled
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", init)
+    return calls
+
+
 def joining(address: str, **extra: str) -> dict[str, str]:
     """The environment of a subprocess whose commands run on the cluster at `address` (the
     session's `ray_cluster`) without an ``--address`` flag: signray joins the cluster that

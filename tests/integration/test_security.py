@@ -16,7 +16,15 @@ import time
 from pathlib import Path
 
 import pytest
-from rayhelpers import Driver, get_psutil, is_loopback, trial_rows, wait_until
+from rayhelpers import (
+    Driver,
+    InitCalled,
+    get_psutil,
+    is_loopback,
+    record_ray_init,
+    trial_rows,
+    wait_until,
+)
 
 from signray.tune import main as tune_main
 from signray.tuning.address import LOOPBACK_ENV
@@ -94,29 +102,16 @@ def test_dashboard_and_every_ray_port_listen_on_loopback_only(tmp_path):
     assert not left, f"Ray processes outlived the driver: {left}"
 
 
-class _Stop(Exception):
-    pass
-
-
 def test_dashboard_host_defaults_to_loopback_and_a_public_one_warns(monkeypatch, tmp_path, capsys):
     """What `ray.init` is asked for, without starting Ray (nor binding a public address)."""
-    import ray
-
-    calls = []
-
-    def fake_init(**kwargs):
-        calls.append(kwargs)
-        raise _Stop
-
-    monkeypatch.setattr(ray, "is_initialized", lambda: False)
-    monkeypatch.setattr(ray, "init", fake_init)
+    calls = record_ray_init(monkeypatch)
     args = ["--model", "iv3_gru", "--smoke-test", "--single-run", "--storage-path", str(tmp_path)]
-    with pytest.raises(_Stop):
+    with pytest.raises(InitCalled):
         tune_main([*args, "--name", "a"])
     assert calls[-1]["dashboard_host"] == "127.0.0.1" and calls[-1]["address"] == "local"
     assert "WARNING" not in capsys.readouterr().err
 
-    with pytest.raises(_Stop):
+    with pytest.raises(InitCalled):
         tune_main([*args, "--name", "b", "--dashboard-host", "0.0.0.0"])
     assert calls[-1]["dashboard_host"] == "0.0.0.0"
     err = capsys.readouterr().err

@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from rayhelpers import ROOT
+from rayhelpers import ROOT, InitCalled, record_ray_init
 
 from signray.tuning.address import Target
 from signray.tuning.cluster import local_worker_env, runtime_env
@@ -38,33 +38,20 @@ def test_a_local_clusters_workers_inherit_this_process_path_and_the_trial_settin
     assert paths and all(os.path.isabs(p) for p in paths) and str(ROOT / "tests") in paths
 
 
-class _Stop(Exception):
-    pass
-
-
 def test_no_dashboard_reaches_ray_init_and_the_dashboard_stays_the_default(monkeypatch, tmp_path):
     """What `ray.init` is asked for by the tune and train commands (no Ray started)."""
-    import ray
-
     from signray.train import main as train_main
     from signray.tune import main as tune_main
 
-    calls = []
-
-    def fake_init(**kwargs):
-        calls.append(kwargs)
-        raise _Stop
-
-    monkeypatch.setattr(ray, "is_initialized", lambda: False)
-    monkeypatch.setattr(ray, "init", fake_init)
+    calls = record_ray_init(monkeypatch)
     tune = ["--model", "iv3_gru", "--smoke-test", "--single-run", "--storage-path", str(tmp_path)]
     train = ["--model", "iv3_gru", "--smoke-test", "--ray-workers", "2"]
     for main, args in ((tune_main, [*tune, "--name", "a"]),
                        (train_main, [*train, "--output-dir", str(tmp_path / "t")])):  # fmt: skip
-        with pytest.raises(_Stop):
+        with pytest.raises(InitCalled):
             main(args)
         assert calls[-1]["include_dashboard"] is True and calls[-1]["address"] == "local"
-        with pytest.raises(_Stop):
+        with pytest.raises(InitCalled):
             main([*args[:-1], args[-1] + "-off", "--no-dashboard"])
         assert calls[-1]["include_dashboard"] is False
         assert "runtime_env" not in calls[-1]  # a local cluster's workers inherit their setup
