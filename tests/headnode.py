@@ -78,8 +78,9 @@ class HeadNode:
         self.dashboard_url = f"http://127.0.0.1:{self.dashboard_port}" if dashboard else None
 
     def client_env(self, **extra: str) -> dict:
-        """A plain shell on this machine that holds the cluster's token (RAY_AUTH_MODE unset)."""
-        env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+        """A plain shell on this machine that holds the cluster's token (RAY_AUTH_MODE unset:
+        a search run in the test process on a token cluster sets it there)."""
+        env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE")}
         return {**env, "HOME": str(self.home), **extra}
 
     def ask(self, code: str, timeout: float = 120) -> str:

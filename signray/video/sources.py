@@ -34,7 +34,11 @@ class Job:
 
 
 def find_videos(src: Location) -> dict[str, Location]:
-    """Every video under `src` (recursively), by its '/'-separated path relative to `src`."""
+    """Every video under `src` (recursively), by its '/'-separated path relative to `src`.
+    Local videos are named by absolute paths: the workers that decode them may run in another
+    folder (a joined cluster's workers do)."""
+    if not isinstance(src, RemotePath):
+        src = as_location(os.path.abspath(src))
     if src.is_file():
         return {src.name: src}
     found: dict[str, Location] = {}

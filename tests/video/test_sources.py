@@ -34,6 +34,14 @@ def test_one_id_for_every_video(videos):
     assert {(j.gloss, j.cat) for j in jobs} == {(2, 2)}
 
 
+def test_a_relative_src_names_videos_by_absolute_paths(videos, monkeypatch):
+    """Decode workers of a joined cluster run in folders of their own."""
+    monkeypatch.chdir(videos.parent)
+    for src in ("videos", "videos/bye.webm"):
+        jobs, _ = plan_jobs(src, None, gloss_id=0, cat_id=None)
+        assert jobs and all(j.source.startswith(str(videos) + "/") for j in jobs), jobs
+
+
 def test_every_problem_is_named(videos, tmp_path):
     csv = tmp_path / "labels.csv"
     csv.write_text("file,gloss,cat\nmissing.mp4,0,0\nbye,9,0\n")
