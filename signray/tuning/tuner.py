@@ -33,12 +33,21 @@ __all__ = ["build_tuner", "can_restore", "restore_tuner", "set_tune_environment"
 REPORT_EVERY_S = 15.0
 
 
-def _progress_reporter(params: list[str], *, sort: bool = True):
-    """The trial table. `sort` by the metric: not with a time budget, whose stop leaves pending
-    trials TERMINATED without a metric, which Ray 2.60's sort cannot compare (TypeError)."""
+def _progress_reporter(params: list[str]):
+    """The trial table, finished trials sorted by the metric while every one of them has it: a
+    stop (a time budget, a stopper) leaves pending trials TERMINATED without a metric, which
+    Ray 2.60's sort cannot compare (TypeError that ends the search)."""
     from ray.tune import CLIReporter
+    from ray.tune.experiment import Trial
 
-    return CLIReporter(
+    class Reporter(CLIReporter):
+        def report(self, trials, done, *sys_info):
+            self._sort_by_metric = all(
+                self._metric in t.last_result for t in trials if t.status == Trial.TERMINATED
+            )
+            super().report(trials, done, *sys_info)
+
+    return Reporter(
         metric_columns={
             "epoch": "epoch",
             "val_gloss_acc": "val_gloss",
@@ -48,7 +57,7 @@ def _progress_reporter(params: list[str], *, sort: bool = True):
         },
         parameter_columns=params,
         max_report_frequency=REPORT_EVERY_S,
-        sort_by_metric=sort,  # metric and mode come from the TuneConfig
+        sort_by_metric=True,  # metric and mode come from the TuneConfig
     )
 
 
@@ -86,7 +95,7 @@ def _run_config(
             checkpoint_score_order=MODE,
         ),
         failure_config=tune.FailureConfig(max_failures=opts.max_failures),
-        progress_reporter=_progress_reporter(params, sort=opts.time_budget is None),
+        progress_reporter=_progress_reporter(params),
         callbacks=[
             *tracking_callbacks(files.root, mlflow=opts.mlflow),
             KeepBestCheckpoints(files.root, max(opts.keep_checkpoints, 4 if pbt else 1)),
