@@ -113,7 +113,10 @@ def test_a_submitted_job_and_a_shell_both_run_on_the_token_cluster(token_head, t
     assert not any(elsewhere.iterdir())
 
 
-def test_a_missing_or_wrong_token_exits_2_at_once(token_head, tmp_path):
+def test_a_missing_or_wrong_token_exits_2_at_once(token_head, tmp_path, monkeypatch):
+    # A shell that chose no auth mode: a cluster this test process started (the session's) has
+    # set RAY_AUTH_MODE=token here, and its subprocesses would inherit it.
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
     no_token = tmp_path / "empty-home"
     no_token.mkdir()
     for env, expected in (
