@@ -58,6 +58,9 @@ def _progress_reporter(params: list[str]):
         parameter_columns=params,
         max_report_frequency=REPORT_EVERY_S,
         sort_by_metric=True,  # metric and mode come from the TuneConfig
+        # Ray's default reads the global verbosity when the reporter is built (3 in a fresh
+        # process, what an earlier search left otherwise): the table every period, whatever ran.
+        print_intermediate_tables=True,
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from ray.train._internal.storage import StorageContext
 from ray.tune.experiment import Trial
+from ray.tune.utils import log as tune_log
 
 from signray.tuning.tuner import _progress_reporter
 
@@ -18,8 +19,17 @@ def _trial(lr: float, result: dict, folder) -> Trial:
     return trial
 
 
+@pytest.fixture
+def search_verbosity(monkeypatch):
+    """The verbosity a search runs at (the Tuner's `verbose=1`), whatever an earlier test in this
+    process left in Ray's global (a Tune run with the new output engine sets it to 0)."""
+    monkeypatch.setattr(tune_log, "verbosity", tune_log.Verbosity.V1_EXPERIMENT)
+
+
 @pytest.mark.slow
-def test_the_table_survives_finished_trials_that_never_reported(ray_cluster, capsys, tmp_path):
+def test_the_table_survives_finished_trials_that_never_reported(
+    ray_cluster, search_verbosity, capsys, tmp_path
+):
     """A stop (time budget, stopper) ends pending trials with no metric: Ray's own sort raised
     a TypeError there and ended the search. With a metric on every trial, the best comes first."""
     reporter = _progress_reporter(["lr"])
