@@ -16,13 +16,17 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import numbers
 import os
 import re
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from signray.errors import Problem
 
@@ -36,6 +40,7 @@ __all__ = [
     "option",
     "parse_duration",
     "parse_number",
+    "tidy_params",
 ]
 
 _NUMBER_RE = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^[-+]?(inf|nan)$", re.I)
@@ -156,3 +161,18 @@ def option(default: Any, help: str) -> Any:
 def help_of(f: dataclasses.Field) -> str:
     """The help text an `option` field carries, else its name in words."""
     return f.metadata.get("help", f.name.replace("_", " "))
+
+
+def tidy_params(sampled: Mapping[str, Any]) -> dict[str, Any]:
+    """Sampled values without float noise (quantized samples such as 0.15000000000000002)."""
+    return {
+        k: float(f"{v:.12g}") if isinstance(v, float) else v
+        for k, v in sampled.items()
+        if not k.startswith("_") and _scalar(v)
+    }
+
+
+def _scalar(value: Any) -> bool:
+    return isinstance(value, (bool, int, float, str, np.generic)) and not (
+        isinstance(value, float) and math.isnan(value)
+    )

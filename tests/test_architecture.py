@@ -99,3 +99,18 @@ def test_data_models_and_training_do_not_import_later_stages():
                 d for d in graph[name] if any(d == p or d.startswith(p + ".") for p in later)
             )
             assert not bad, f"{name} imports {bad}"
+
+
+def test_trial_and_train_worker_processes_import_no_plotting_or_optuna():
+    """Every trial actor and Train worker is a fresh process that imports these modules before it
+    trains: matplotlib (evaluation's figures) and Optuna (search spaces) belong to the driver,
+    and importing them there cost each worker ~0.5 s of its start."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, signray.tuning.trial, signray.tuning.launcher; "
+        "print(sorted(m for m in ('matplotlib', 'optuna', 'signray.analysis') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout

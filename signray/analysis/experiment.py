@@ -18,12 +18,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from optuna.distributions import BaseDistribution
 
 from signray.config.experiment_state import ExperimentState
 from signray.errors import ConfigError, DataError
+from signray.fields import tidy_params
 from signray.layout import (
     CHECKPOINT_FILE,
     LATENCY_METRIC,
@@ -41,7 +41,6 @@ __all__ = [
     "Experiment",
     "TrialRun",
     "read_experiment",
-    "tidy_params",
 ]
 
 # trials.csv: trial_id, the searched parameters, then these.
@@ -58,21 +57,6 @@ TRIAL_COLUMNS = (
 )
 # Measured per trial when a search has several objectives; columns only when measured.
 COST_COLUMNS = (LATENCY_METRIC, PARAMS_METRIC)
-
-
-def tidy_params(sampled: Mapping[str, Any]) -> dict[str, Any]:
-    """Sampled values without float noise (quantized samples such as 0.15000000000000002)."""
-    return {
-        k: float(f"{v:.12g}") if isinstance(v, float) else v
-        for k, v in sampled.items()
-        if not k.startswith("_") and _scalar(v)
-    }
-
-
-def _scalar(value: Any) -> bool:
-    return isinstance(value, (bool, int, float, str, np.generic)) and not (
-        isinstance(value, float) and math.isnan(value)
-    )
 
 
 def _number(value: Any) -> float | None:

@@ -38,8 +38,8 @@ from typing import Any
 
 from ray import tune
 
-from signray.analysis.experiment import tidy_params
 from signray.config import TrainConfig, resolve_config
+from signray.fields import tidy_params
 from signray.io import write_text
 from signray.layout import ExperimentFiles
 from signray.storage import RemotePath
