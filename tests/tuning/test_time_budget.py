@@ -65,7 +65,7 @@ def test_a_search_stops_at_its_budget_exports_its_best_and_resumes(ray_cluster, 
 
 @pytest.mark.slow
 def test_an_interrupted_budgeted_search_resumes_with_what_is_left(ray_cluster, tmp_path):
-    budget = 60
+    budget = 40
     common = ["--storage-path", tmp_path, "--name", "left", "--address", ray_cluster]
     files = ExperimentFiles(tmp_path / "left")
     driver = Driver("--smoke-test", "--num-samples", 100, "--epochs", 30,
@@ -73,7 +73,7 @@ def test_an_interrupted_budgeted_search_resumes_with_what_is_left(ray_cluster, t
     try:
         wait_until(lambda: list(files.root.glob("trial_*/result.json")), 240,
                    "the first trial's results", driver)  # fmt: skip
-        time.sleep(20)  # well into the budget
+        time.sleep(12)  # well into the budget
         driver.proc.send_signal(signal.SIGINT)  # Ctrl-C
         assert driver.wait(120) == 130, driver.tail()
     finally:
