@@ -5,12 +5,10 @@ from __future__ import annotations
 import re
 import shlex
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from rayhelpers import joining
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -84,11 +82,20 @@ def write_sign_videos(root: Path) -> None:
 
 
 @pytest.mark.slow
-def test_readme_walkthrough_runs(tmp_path, ray_cluster):
-    """Each command as written; its searches run on the session's cluster (RAY_ADDRESS), the
-    cluster a search starts for itself being checked by test_packaging.py and test_security.py."""
+def test_readme_walkthrough_runs(tmp_path, ray_cluster, monkeypatch, capsys):
+    """Each command as written, run by its ``main`` in this process (the flags, folders and outputs
+    of ``python -m``, without starting Python and importing torch a dozen times); its searches and
+    extractions run on the session's cluster, this process's Ray. The ``python -m`` entry points
+    and a search starting its own cluster are checked by test_packaging.py and test_security.py.
+    """
+    import importlib
+
+    import torch
+
     shutil.copytree(ROOT / "search_spaces", tmp_path / "search_spaces")
     write_sign_videos(tmp_path / "videos")
+    monkeypatch.chdir(tmp_path)
+    threads = torch.get_num_threads()  # a training run sets its own
     for module, *args in readme_commands():
         if "--smoke-test" in args:
             continue  # the main job, on a cluster of its own: tests/test_packaging.py
@@ -98,15 +105,12 @@ def test_readme_walkthrough_runs(tmp_path, ray_cluster):
             continue  # needs a cluster or an S3 server: tests/integration/test_cluster_jobs.py
             # (ray job submit) and test_object_storage.py
         extra = shlex.split(TINY.get(module, ""))
-        proc = subprocess.run(
-            [sys.executable, "-m", module, *args, *extra],
-            cwd=tmp_path,
-            env=joining(ray_cluster),
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        assert proc.returncode == 0, (module, args, proc.stdout[-2000:], proc.stderr[-2000:])
+        try:
+            code = importlib.import_module(module).main([*args, *extra])
+        finally:
+            torch.set_num_threads(threads)
+        out = capsys.readouterr()
+        assert code == 0, (module, args, out.out[-2000:], out.err[-2000:])
     assert (tmp_path / "runs" / "tx" / "eval" / "metrics.json").is_file()
     assert (tmp_path / "ray_results" / "fsl-tx" / "report" / "index.html").is_file()
     assert (tmp_path / "ray_results" / "signs-tx" / "trials.csv").is_file()
