@@ -62,8 +62,9 @@ def _trials(contestant: str, trials: int, epochs: int, tiny: bool, limit: int | 
         torch._dynamo.reset = lambda: None  # what train_loop did before it cleared the caches
     data = synthetic_splits(kind="keypoints", seed=0, **(DATA_TINY if tiny else DATA))
     records = []
+    runs = tempfile.TemporaryDirectory(prefix="compile_trials_")  # removed when the worker ends
     for i in range(trials):
-        out = tempfile.mkdtemp(prefix="compile_trials_")
+        out = str(Path(runs.name, str(i)))
         cfg = resolve_config({
             "num_gloss": data[0].gloss.max() + 1, "num_cat": data[0].cat.max() + 1,
             "batch_size": 8 if tiny else 16, "epochs": epochs,
