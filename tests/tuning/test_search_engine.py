@@ -210,8 +210,8 @@ def test_warm_start_runs_the_earlier_best_config_first(ray_cluster, tmp_path, ca
 
 
 def test_pbt_exploit_trains_with_the_perturbed_lr(ray_cluster, tmp_path):
-    # 4 trials side by side (0.5 CPU each), long enough (24 short epochs) to overlap: PBT ranks
-    # the trials running at each perturbation (every 3 epochs) and the worst exploits the best.
+    # 4 trials side by side (0.5 CPU each), long enough (60 short epochs) to overlap: PBT ranks
+    # the trials running at each perturbation (every 5 epochs) and the worst exploits the best.
     space = _space(
         tmp_path,
         {"lr": {"distribution": "loguniform", "low": 1e-4, "high": 1e-2}, "scheduler": "none",
@@ -219,7 +219,7 @@ def test_pbt_exploit_trains_with_the_perturbed_lr(ray_cluster, tmp_path):
     )  # fmt: skip
     args = ["--model", "transformer", "--smoke-test", "--search-space", space,
             "--trial-scheduler", "pbt", "--budget-unit", "epochs",
-            "--perturbation-interval", 3, "--num-samples", 4, "--epochs", 24,
+            "--perturbation-interval", 5, "--num-samples", 4, "--epochs", 60,
             "--cpus-per-trial", 0.5, "--storage-path", tmp_path, "--name", "pbt"]  # fmt: skip
     assert _tune(*args) == 0
     perturbed = 0
