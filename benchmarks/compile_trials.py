@@ -41,8 +41,9 @@ DATA = dict(num_gloss=20, num_cat=5, train_per_gloss=10, val_per_gloss=3, diffic
 DATA_TINY = dict(num_gloss=6, num_cat=2, train_per_gloss=4, val_per_gloss=2, difficulty="easy",
                  min_len=8, max_len=24)  # fmt: skip
 ARCH = {"d_model": 128, "n_heads": 4, "depth": 2, "ff_dim": 256, "head_hidden": 64}
-# The tiny run trains the tiny model of tests/training/test_loop.py (same data, batch size and
-# dropouts too), so Inductor's FX graph cache shares the kernels those tests compile.
+# The tiny run trains the tiny model of tests/training/test_loop.py (same data, batch size,
+# dropouts and one torch thread, which Inductor's cache keys on), so its FX graph cache serves
+# those tests the kernels compiled here.
 ARCH_TINY = {"d_model": 32, "n_heads": 4, "depth": 1, "ff_dim": 64, "head_hidden": 32}
 
 
@@ -70,7 +71,7 @@ def _trials(contestant: str, trials: int, epochs: int, tiny: bool, limit: int | 
             "batch_size": 8 if tiny else 16, "epochs": epochs,
             "dropout": round((0.1 if tiny else 0.05) * (i + 1), 2),
             "compile": contestant != "eager", "output_dir": out, "scheduler": "none",
-            **(ARCH_TINY if tiny else ARCH),
+            **({**ARCH_TINY, "num_threads": 1} if tiny else ARCH),
         })  # fmt: skip
         reporter = FileReporter(out, cfg.spec.class_name, total_epochs=epochs, stream=io.StringIO())
         graphs = counters["stats"]["unique_graphs"]
