@@ -109,12 +109,15 @@ def test_iv3_gru_trains(tmp_path, tiny_features):
     assert not any(k.startswith("backbone") for k in state.model)
 
 
-# The compiled runs pin one torch thread (the thread count an earlier test left would otherwise
-# decide it): Inductor keys its cache on it, and `benchmarks.compile_trials --tiny` compiles
-# the same kernels first in CI.
+def _compiled_cfg(tmp_path, **over):
+    """One compiled epoch on one torch thread, not the count an earlier test left: Inductor keys
+    its cache on it, and `benchmarks.compile_trials --tiny` compiles these kernels first in CI."""
+    return _cfg(tmp_path, epochs=1, compile=True, num_threads=1, **over)
+
+
 @pytest.mark.slow
 def test_compiled_model_trains_and_saves_plain_weights(tmp_path, tiny_keypoints):
-    result = _run(_cfg(tmp_path, epochs=1, compile=True, num_threads=1), tiny_keypoints)
+    result = _run(_compiled_cfg(tmp_path), tiny_keypoints)
     assert result.epochs_run == 1 and math.isfinite(result.last_metrics["train_loss"])
     state = load_checkpoint(tmp_path / "SignTransformer_last.pt")
     assert not any(k.startswith("_orig_mod") for k in state.model)  # loads into a plain model
@@ -196,7 +199,6 @@ def test_compiled_runs_in_one_process_each_compile_their_own_model(tmp_path, tin
     with torch._dynamo.config.patch(recompile_limit=1):
         for i, dropout in enumerate((0.1, 0.2)):
             before = counters["stats"]["unique_graphs"]
-            cfg = _cfg(tmp_path / str(i), epochs=1, compile=True, dropout=dropout, num_threads=1)
-            _run(cfg, tiny_keypoints)
+            _run(_compiled_cfg(tmp_path / str(i), dropout=dropout), tiny_keypoints)
             graphs.append(counters["stats"]["unique_graphs"] - before)
     assert graphs[0] >= 1 and graphs[1] >= 1, graphs  # the second run compiled, not eager
